@@ -1,0 +1,37 @@
+//! SPDY/3.1 for the kubelet's `/exec` endpoint.
+//!
+//! kube-apiserver reaches a kubelet's exec endpoint with an HTTP/1.1 `Upgrade: SPDY/3.1` and then
+//! opens one SPDY stream per channel (stdin, stdout, stderr, error, resize), each SYN_STREAM
+//! naming its channel in a `streamtype` header. This crate implements just that protocol layer:
+//!
+//! - [`frame`]: frames as values;
+//! - [`codec`]: incremental parsing and serialisation, with bounded frame sizes;
+//! - [`header_block`]: zlib name/value blocks with the SPDY/3 dictionary, one stateful stream per
+//!   direction;
+//! - [`session`] and [`stream`]: a tokio session over any `AsyncRead + AsyncWrite` (server side,
+//!   and a client side for tests), streams as `AsyncRead + AsyncWrite`, flow control, PING,
+//!   RST_STREAM and GOAWAY.
+//!
+//! The HTTP upgrade itself (the 101 answer and `X-Stream-Protocol-Version` negotiation) belongs to
+//! the HTTP server; hand the upgraded connection to [`Session::server`].
+//!
+//! Reference: the SPDY Protocol Draft 3.1 (Chromium project). Deviations are documented where
+//! they are made; the important one is [`FlowControl::Adaptive`]: Kubernetes' SPDY peer
+//! (`github.com/moby/spdystream`) never sends WINDOW_UPDATE, so a sender that waits for one would
+//! stall after 64 KiB.
+
+pub mod codec;
+mod config;
+mod dictionary;
+pub mod error;
+pub mod frame;
+pub mod header_block;
+pub mod session;
+mod state;
+pub mod stream;
+
+pub use config::{Config, FlowControl};
+pub use error::{CodecError, HeaderBlockError, SessionError, StreamError};
+pub use frame::{Frame, GoAwayStatus, Headers, RstStatus, StreamId};
+pub use session::{Incoming, Role, Session};
+pub use stream::{IncomingStream, SpdyStream};
