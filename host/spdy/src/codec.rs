@@ -282,8 +282,8 @@ impl Encoder {
                 fixed[4..8].copy_from_slice(&s.associated_to.to_be_bytes());
                 fixed[8] = (s.priority & 0x7) << 5;
                 fixed[9] = s.slot;
-                let flags =
-                    u8::from(s.fin) * FLAG_FIN | u8::from(s.unidirectional) * FLAG_UNIDIRECTIONAL;
+                let flags = (u8::from(s.fin) * FLAG_FIN)
+                    | (u8::from(s.unidirectional) * FLAG_UNIDIRECTIONAL);
                 self.header_frame(
                     "SYN_STREAM",
                     kind::SYN_STREAM,

@@ -14,12 +14,16 @@ pub enum FlowControl {
     /// A strict sender would stall after 64 KiB. In this mode:
     ///
     /// - we still announce and grant windows (SETTINGS, WINDOW_UPDATE) as the spec says;
-    /// - the peer's window only limits our writes once the peer has shown that it does flow
-    ///   control (it sent a WINDOW_UPDATE or SETTINGS_INITIAL_WINDOW_SIZE); before that, the
-    ///   bounded write queue and TCP are the back-pressure;
-    /// - a peer overrunning our window is tolerated; instead, once a stream has buffered a
-    ///   window's worth of unread data, the session stops reading the connection until the
-    ///   application reads (TCP back-pressure, as spdystream does it).
+    /// - the peer's first frame tells: SPDY/3.1 implementations (this crate, browsers) open with
+    ///   SETTINGS or WINDOW_UPDATE, spdystream with SYN_STREAM or PING. A peer of the first kind
+    ///   gets strict SPDY/3.1 flow control both ways (stream windows; the session window is
+    ///   granted but not enforced on receipt, for SPDY/3 peers that know none);
+    /// - with a peer of the second kind, its windows are tracked but do not limit our writes (the
+    ///   bounded write queue and TCP are the back-pressure), and once a stream has buffered a
+    ///   window's worth of unread data the session stops reading the connection until the
+    ///   application reads (TCP back-pressure, as spdystream does it). Should such a peer send a
+    ///   WINDOW_UPDATE or SETTINGS_INITIAL_WINDOW_SIZE later, its windows apply from then on;
+    /// - before the peer's first frame, windows apply.
     #[default]
     Adaptive,
 }

@@ -307,7 +307,7 @@ async fn write_loop<W: AsyncWrite>(wr: W, shared: Arc<Shared>) {
             // Batch up to ~64 KiB so one syscall carries many small frames.
             let mut cost = 0;
             while cost < (64 << 10) {
-                let Some(item) = st.queue.pop_front() else {
+                let Some(item) = st.urgent.pop_front().or_else(|| st.queue.pop_front()) else {
                     break;
                 };
                 cost += item.1;

@@ -202,13 +202,19 @@ pub(crate) struct State {
     pub streams: HashMap<StreamId, StreamState>,
     /// Frames for the writer, in wire order, with their queue cost.
     pub queue: VecDeque<(Frame, usize)>,
+    /// Session and flow-control frames (WINDOW_UPDATE, PING, SETTINGS, RST_STREAM, GOAWAY); the
+    /// writer sends them ahead of queued data, or a WINDOW_UPDATE stuck behind data that waits
+    /// for the peer's WINDOW_UPDATE could deadlock both sides.
+    pub urgent: VecDeque<(Frame, usize)>,
     pub queued_cost: usize,
     /// The peer's session window for our data (3.1).
     pub send_window: i64,
     /// The peer's per-stream initial window (SETTINGS_INITIAL_WINDOW_SIZE).
     peer_initial_window: u32,
-    /// The peer has shown it does flow control (see `FlowControl::Adaptive`).
-    peer_flow_control: bool,
+    /// Whether the peer does flow control (see `FlowControl::Adaptive`): unknown until its first
+    /// frame, which is SETTINGS or WINDOW_UPDATE for SPDY/3.1 implementations (this crate and
+    /// browsers open with SETTINGS) and SYN_STREAM or PING for spdystream.
+    peer_flow_control: Option<bool>,
     /// Our remaining session receive window.
     recv_window: i64,
     recv_unacked: u32,
@@ -237,10 +243,11 @@ impl State {
             write_queue_limit: config.write_queue_limit,
             streams: HashMap::new(),
             queue: VecDeque::new(),
+            urgent: VecDeque::new(),
             queued_cost: 0,
             send_window: i64::from(DEFAULT_WINDOW),
             peer_initial_window: DEFAULT_WINDOW,
-            peer_flow_control: false,
+            peer_flow_control: None,
             recv_window: i64::from(DEFAULT_WINDOW),
             recv_unacked: 0,
             next_local_id: role.first_local_id(),
@@ -290,11 +297,20 @@ impl State {
             _ => CONTROL_COST,
         };
         self.queued_cost += cost;
-        self.queue.push_back((frame, cost));
+        match frame {
+            Frame::WindowUpdate { .. }
+            | Frame::Ping { .. }
+            | Frame::Settings { .. }
+            | Frame::RstStream { .. }
+            | Frame::GoAway { .. } => self.urgent.push_back((frame, cost)),
+            _ => self.queue.push_back((frame, cost)),
+        }
     }
 
-    fn enforce_send_window(&self) -> bool {
-        self.flow == FlowControl::Strict || self.peer_flow_control
+    /// Whether SPDY/3.1 windows apply: always in strict mode, and in adaptive mode once the peer
+    /// has shown that it does flow control.
+    fn flow_controlled(&self) -> bool {
+        self.flow == FlowControl::Strict || self.peer_flow_control != Some(false)
     }
 
     /// The writer is done with `cost` bytes of queue; data frames free their stream's unflushed
@@ -322,9 +338,12 @@ impl State {
         self.closed.is_none() && self.queued_cost > self.write_queue_limit.saturating_mul(2)
     }
 
-    /// In adaptive mode a stream holding a window's worth of unread data pauses the reader.
+    /// In adaptive mode, with a peer that ignores windows, a stream holding a window's worth of
+    /// unread data pauses the reader (TCP back-pressure). A flow-controlled peer cannot overrun
+    /// the window, so the reader never waits for it: waiting could deadlock both sides.
     pub fn reader_should_wait_for(&self, id: StreamId) -> bool {
         self.closed.is_none()
+            && !self.flow_controlled()
             && self.streams.get(&id).is_some_and(|st| {
                 !st.handle_dropped
                     && st.reset.is_none()
@@ -362,7 +381,7 @@ impl State {
             return Ok(0);
         }
         let mut n = want.min(max_frame);
-        if self.enforce_send_window() {
+        if self.flow_controlled() {
             let window = st.send_window.min(self.send_window).max(0) as usize;
             n = n.min(window);
         }
@@ -658,6 +677,7 @@ impl State {
         tracing::debug!(%reason, "SPDY session closed");
         if matches!(reason, SessionError::Io(_)) {
             self.queue.clear();
+            self.urgent.clear();
             self.queued_cost = 0;
         }
         self.closed = Some(reason);
@@ -700,6 +720,14 @@ impl State {
     pub fn on_frame(&mut self, frame: Frame) -> Kick {
         if self.closed.is_some() {
             return Kick::default();
+        }
+        if self.peer_flow_control.is_none() {
+            self.peer_flow_control = Some(matches!(
+                frame,
+                Frame::Settings { .. } | Frame::WindowUpdate { .. }
+            ));
+            // Writers held back while this was unknown may go on.
+            self.wake_writers();
         }
         match frame {
             Frame::SynStream(syn) => self.on_syn_stream(syn),
@@ -774,7 +802,7 @@ impl State {
                         }
                         let delta = i64::from(e.value) - i64::from(self.peer_initial_window);
                         self.peer_initial_window = e.value;
-                        self.peer_flow_control = true;
+                        self.peer_flow_control = Some(true);
                         for st in self.streams.values_mut() {
                             st.send_window += delta;
                         }
@@ -823,7 +851,7 @@ impl State {
                 self.maybe_finish_session()
             }
             Frame::WindowUpdate { stream_id, delta } => {
-                self.peer_flow_control = true;
+                self.peer_flow_control = Some(true);
                 let strict = self.flow == FlowControl::Strict;
                 if stream_id == 0 {
                     self.send_window += i64::from(delta);
@@ -929,10 +957,12 @@ impl State {
         let len = data.len();
         let len32 = len as u32; // bounded by the 24-bit length field
         self.recv_window -= i64::from(len32);
+        // The session window is only enforced in strict mode: a SPDY/3 (not 3.1) peer that does
+        // per-stream flow control knows no session window.
         if self.recv_window < 0 && self.flow == FlowControl::Strict {
             return self.protocol_error("the peer overran the session flow-control window".into());
         }
-        let strict = self.flow == FlowControl::Strict;
+        let strict = self.flow_controlled();
         let Some(st) = self.streams.get_mut(&id) else {
             return self.session_consumed(len32).or(self.rst_unknown(id));
         };
