@@ -1,0 +1,363 @@
+//! The HTTP surface: Workload API routes (spec paths), the token endpoint, and `/_emulator/`.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::api_error::{ApiError, Code};
+use crate::filter::Filter;
+use crate::state::AppState;
+use crate::{admin, auth, faults, locations, logs, metrics, stats};
+
+const WORKLOADS: &str = "/workload/v1/stacks/{stack_id}/workloads";
+const WORKLOAD: &str = "/workload/v1/stacks/{stack_id}/workloads/{workload_id}";
+const INSTANCES: &str = "/workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances";
+const INSTANCE: &str =
+    "/workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances/{instance_name}";
+const LOGS: &str =
+    "/workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances/{instance_name}/logs";
+const RESTART: &str = "/workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances/{instance_name}/power/restart";
+const LOCATIONS: &str = "/workload/v1/locations";
+const METRICS: &str = "/workload/v1/stacks/{stack_id}/metrics";
+
+pub(crate) fn router(app: AppState) -> Router {
+    let api = Router::new()
+        .route(WORKLOADS, get(list_workloads).post(create_workload))
+        .route(
+            WORKLOAD,
+            get(get_workload)
+                .put(put_workload)
+                .patch(patch_workload)
+                .delete(delete_workload),
+        )
+        .route(INSTANCES, get(list_instances))
+        .route(INSTANCE, get(get_instance))
+        .route(LOGS, get(logs::handler))
+        .route(RESTART, post(restart_instance))
+        .route(LOCATIONS, get(list_locations))
+        .route(METRICS, get(get_metrics))
+        .route_layer(from_fn_with_state(app.clone(), auth::require_bearer))
+        .route_layer(from_fn_with_state(app.clone(), faults::inject))
+        .route_layer(from_fn_with_state(app.clone(), stats::count));
+    let token = Router::new()
+        .route(auth::TOKEN_PATH, post(auth::token))
+        .route_layer(from_fn_with_state(app.clone(), faults::inject))
+        .route_layer(from_fn_with_state(app.clone(), stats::count));
+    Router::new()
+        .merge(api)
+        .merge(token)
+        .merge(admin::router())
+        .fallback(fallback)
+        .with_state(app)
+}
+
+async fn fallback(method: http::Method, uri: http::Uri) -> Response {
+    if uri.path().starts_with("/workload/") || uri.path().starts_with("/identity/") {
+        ApiError::new(
+            Code::Unimplemented,
+            format!("{method} {} is not implemented by the emulator", uri.path()),
+        )
+        .into_response()
+    } else {
+        ApiError::not_found(format!("no route for {method} {}", uri.path())).into_response()
+    }
+}
+
+pub(crate) fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_field("body", format!("the request body is not valid JSON: {e}"))
+    })
+}
+
+/// A page of `items` (already in cursor order, each with its cursor) and its `pageInfo`.
+pub(crate) struct Page {
+    pub first: usize,
+    pub after: Option<u64>,
+    pub filter: Filter,
+}
+
+impl Page {
+    pub(crate) fn from_query(q: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let first = match q.get("page_request.first").map(String::as_str) {
+            None | Some("") => 50,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if n > 0 => n.min(1000),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        "page_request.first",
+                        "must be a positive whole number",
+                    ));
+                }
+            },
+        };
+        let after = match q.get("page_request.after").map(String::as_str) {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                ApiError::invalid_field(
+                    "page_request.after",
+                    "not a cursor this API returned (use pageInfo.endCursor)",
+                )
+            })?),
+        };
+        let filter = Filter::parse(
+            q.get("page_request.filter")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|e| ApiError::invalid_field("page_request.filter", e))?;
+        Ok(Self {
+            first,
+            after,
+            filter,
+        })
+    }
+
+    /// `items` are `(cursor, value)` in cursor order, already filtered.
+    pub(crate) fn render(&self, items: Vec<(u64, Value)>, total: usize) -> Value {
+        let has_prev = self.after.is_some();
+        let mut it = items
+            .into_iter()
+            .filter(|(c, _)| self.after.is_none_or(|a| *c > a))
+            .peekable();
+        let mut results = Vec::new();
+        let mut start = None;
+        let mut end = None;
+        while results.len() < self.first {
+            match it.next() {
+                Some((c, v)) => {
+                    start.get_or_insert(c);
+                    end = Some(c);
+                    results.push(v);
+                }
+                None => break,
+            }
+        }
+        let has_next = it.peek().is_some();
+        let mut info = json!({
+            "totalCount": total.to_string(),
+            "hasPreviousPage": has_prev,
+            "hasNextPage": has_next,
+        });
+        if let (Some(s), Some(e)) = (start, end) {
+            info["startCursor"] = json!(s.to_string());
+            info["endCursor"] = json!(e.to_string());
+        }
+        json!({"pageInfo": info, "results": results})
+    }
+}
+
+async fn list_workloads(
+    State(app): State<AppState>,
+    Path(stack_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let page = Page::from_query(&q)?;
+    // Walk in cursor order from the cursor on; only the page is cloned.
+    let store = app.lock();
+    let Some(st) = store.stacks.get(&stack_id) else {
+        return Ok(Json(page.render(Vec::new(), 0)));
+    };
+    let matches = |id: &String| {
+        st.workloads
+            .get(id)
+            .filter(|w| page.filter.matches(&w.body))
+    };
+    let total = st.order.values().filter(|id| matches(id).is_some()).count();
+    let start = page.after.map(|a| a + 1).unwrap_or(0);
+    let mut items = Vec::with_capacity(page.first + 1);
+    for (seq, id) in st.order.range(start..) {
+        if let Some(w) = matches(id) {
+            items.push((*seq, app.render_workload(w)));
+            if items.len() > page.first {
+                break;
+            }
+        }
+    }
+    drop(store);
+    Ok(Json(page.render(items, total)))
+}
+
+async fn create_workload(
+    State(app): State<AppState>,
+    Path(stack_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let req = parse_body(&body)?;
+    let w = app.create_workload(&stack_id, &req)?;
+    Ok(Json(json!({"workload": w})))
+}
+
+async fn get_workload(
+    State(app): State<AppState>,
+    Path((stack_id, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    Ok(Json(json!({"workload": app.get_workload(&stack_id, &id)?})))
+}
+
+async fn put_workload(
+    State(app): State<AppState>,
+    Path((stack_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let req = parse_body(&body)?;
+    let w = app.update_workload(&stack_id, &id, &req, false)?;
+    Ok(Json(json!({"workload": w})))
+}
+
+async fn patch_workload(
+    State(app): State<AppState>,
+    Path((stack_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let req = parse_body(&body)?;
+    let w = app.update_workload(&stack_id, &id, &req, true)?;
+    Ok(Json(json!({"workload": w})))
+}
+
+async fn delete_workload(
+    State(app): State<AppState>,
+    Path((stack_id, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.check_stack(&stack_id)?;
+    app.delete_workload(&stack_id, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_instances(
+    State(app): State<AppState>,
+    Path((stack_id, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let page = Page::from_query(&q)?;
+    let items: Vec<(u64, Value)> = app
+        .list_instances(&stack_id, &id)?
+        .into_iter()
+        .filter(|i| page.filter.matches(i))
+        .enumerate()
+        .map(|(n, v)| (n as u64, v))
+        .collect();
+    let total = items.len();
+    Ok(Json(page.render(items, total)))
+}
+
+async fn get_instance(
+    State(app): State<AppState>,
+    Path((stack_id, id, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    Ok(Json(
+        json!({"instance": app.get_instance(&stack_id, &id, &name)?}),
+    ))
+}
+
+async fn restart_instance(
+    State(app): State<AppState>,
+    Path((stack_id, id, name)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.check_stack(&stack_id)?;
+    app.act_on_instances(Some(&stack_id), &id, Some(&name), false)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_locations(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let page = Page::from_query(&q)?;
+    let items: Vec<(u64, Value)> = app
+        .config
+        .city_codes
+        .iter()
+        .map(|c| locations::location(c))
+        .filter(|l| page.filter.matches(l))
+        .enumerate()
+        .map(|(n, v)| (n as u64, v))
+        .collect();
+    let total = items.len();
+    Ok(Json(page.render(items, total)))
+}
+
+async fn get_metrics(
+    State(app): State<AppState>,
+    Path(stack_id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    app.check_stack(&stack_id)?;
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let parse_time = |k: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        match get(k) {
+            None | Some("") => Ok(None),
+            Some(s) => DateTime::parse_from_rfc3339(s)
+                .map(|d| Some(d.with_timezone(&Utc)))
+                .map_err(|_| ApiError::invalid_field(k, "must be an RFC 3339 date-time")),
+        }
+    };
+    let now = Utc::now();
+    let end = parse_time("end_date")?.unwrap_or(now);
+    let start = parse_time("start_date")?.unwrap_or(end - chrono::Duration::hours(1));
+    if start > end {
+        return Err(ApiError::invalid_field(
+            "start_date",
+            "must not be after end_date",
+        ));
+    }
+    let kind = get("type").unwrap_or("BANDWIDTH");
+    if kind != "INSTANCE" && kind != "BANDWIDTH" {
+        return Err(ApiError::invalid_field(
+            "type",
+            "must be INSTANCE or BANDWIDTH",
+        ));
+    }
+    let step = metrics::step_for(get("granularity").unwrap_or(""))
+        .map_err(|e| ApiError::invalid_field("granularity", e))?;
+    let workload = get("workload_id").filter(|s| !s.is_empty());
+    let instance = get("instance_name").filter(|s| !s.is_empty());
+    let mut picked = Vec::new();
+    {
+        let store = app.lock();
+        if let Some(st) = store.stacks.get(&stack_id) {
+            for (wid, w) in &st.workloads {
+                if workload.is_some_and(|x| x != wid) {
+                    continue;
+                }
+                let mem = w
+                    .body
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_object)
+                    .and_then(|m| m.values().next())
+                    .and_then(|c| c.pointer("/resources/requests/memory"))
+                    .and_then(Value::as_str)
+                    .map(metrics::memory_bytes)
+                    .unwrap_or(2.0 * 1024.0 * 1024.0 * 1024.0);
+                for i in &w.instances {
+                    if instance.is_some_and(|x| x != i.name) {
+                        continue;
+                    }
+                    picked.push((wid.clone(), i.name.clone(), mem));
+                }
+            }
+        }
+    }
+    picked.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let query = metrics::Query {
+        kind: kind.to_string(),
+        start,
+        end,
+        step_secs: step,
+    };
+    Ok(Json(metrics::render(&query, &picked)))
+}
