@@ -3,7 +3,8 @@
 // k8s.io/client-go's SPDY remotecommand executor (what `kubectl exec` and kube-apiserver use).
 //
 //	spdy-interop echo ADDR       spdystream client against a Rust echo server (raw SPDY over TCP)
-//	spdy-interop exec URL        client-go remotecommand exec against a Rust server (HTTP upgrade)
+//	spdy-interop exec URL [PROTO] client-go remotecommand exec against a Rust server (HTTP
+//	                             upgrade), offering PROTO only (default: all, v5 first)
 //	spdy-interop serve           spdystream echo server; prints "LISTENING host:port"
 //
 // Each client mode prints "PASS <name>" per check and exits non-zero on the first failure.
@@ -26,6 +27,7 @@ import (
 	"github.com/moby/spdystream"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
 	"k8s.io/client-go/util/exec"
 )
 
@@ -38,7 +40,11 @@ func main() {
 	case "echo":
 		err = runEcho(os.Args[2])
 	case "exec":
-		err = runExec(os.Args[2])
+		proto := ""
+		if len(os.Args) > 3 {
+			proto = os.Args[3]
+		}
+		err = runExec(os.Args[2], proto)
 	case "serve":
 		err = runServe()
 	default:
@@ -149,9 +155,19 @@ func echoOne(sc *spdystream.Connection, i, size int) error {
 
 // runExec speaks to a Rust server emulating the kubelet's /exec endpoint the way kube-apiserver
 // and kubectl do: HTTP upgrade to SPDY/3.1, v5/v4 channel protocols, error channel status.
-func runExec(base string) error {
+func runExec(base, proto string) error {
 	cfg := &rest.Config{Host: base}
-	run := func(name, command string, stdin []byte) (string, string, error) {
+	executor := func(u *url.URL) (remotecommand.Executor, error) {
+		if proto == "" {
+			return remotecommand.NewSPDYExecutor(cfg, "POST", u)
+		}
+		transport, upgrader, err := spdy.RoundTripperFor(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return remotecommand.NewSPDYExecutorForProtocols(transport, upgrader, "POST", u, proto)
+	}
+	run := func(command string, stdin []byte, tty bool) (string, string, error) {
 		u, err := url.Parse(base + "/exec/ns/pod/c")
 		if err != nil {
 			return "", "", err
@@ -160,23 +176,31 @@ func runExec(base string) error {
 		q.Set("command", command)
 		q.Set("stdin", "true")
 		q.Set("stdout", "true")
-		q.Set("stderr", "true")
+		if tty {
+			q.Set("tty", "true")
+		} else {
+			q.Set("stderr", "true")
+		}
 		u.RawQuery = q.Encode()
-		ex, err := remotecommand.NewSPDYExecutor(cfg, "POST", u)
+		ex, err := executor(u)
 		if err != nil {
 			return "", "", err
 		}
 		var out, errOut bytes.Buffer
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{
-			Stdin: bytes.NewReader(stdin), Stdout: &out, Stderr: &errOut,
-		})
+		opts := remotecommand.StreamOptions{Stdin: bytes.NewReader(stdin), Stdout: &out, Tty: tty}
+		if tty {
+			opts.TerminalSizeQueue = &oneSize{size: &remotecommand.TerminalSize{Width: 132, Height: 43}}
+		} else {
+			opts.Stderr = &errOut
+		}
+		err = ex.StreamWithContext(ctx, opts)
 		return out.String(), errOut.String(), err
 	}
 
 	in := random(512 << 10)
-	out, errOut, err := run("cat", "cat", in)
+	out, errOut, err := run("cat", in, false)
 	if err != nil {
 		return fmt.Errorf("exec cat: %w", err)
 	}
@@ -188,13 +212,38 @@ func runExec(base string) error {
 	}
 	fmt.Println("PASS exec-cat")
 
-	_, _, err = run("exit3", "exit3", []byte("ignored"))
+	_, _, err = run("exit3", []byte("ignored"), false)
 	var code exec.CodeExitError
 	if !errors.As(err, &code) || code.Code != 3 {
 		return fmt.Errorf("exec exit3: want exit code 3, got %v", err)
 	}
 	fmt.Println("PASS exec-exit-code")
+
+	// TTY: five streams' worth of setup (error, stdin, stdout, resize); the server echoes the
+	// first resize event to stdout.
+	out, _, err = run("resize", nil, true)
+	if err != nil {
+		return fmt.Errorf("exec resize: %w", err)
+	}
+	if out != "{\"Width\":132,\"Height\":43}\n" {
+		return fmt.Errorf("exec resize: stdout %q", out)
+	}
+	fmt.Println("PASS exec-tty-resize")
 	return nil
+}
+
+// oneSize reports one terminal size, then ends the resize stream.
+type oneSize struct {
+	mu   sync.Mutex
+	size *remotecommand.TerminalSize
+}
+
+func (q *oneSize) Next() *remotecommand.TerminalSize {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.size
+	q.size = nil
+	return s
 }
 
 // runServe is a spdystream server that echoes every stream, for the Rust client side.

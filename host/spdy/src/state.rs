@@ -577,12 +577,30 @@ impl State {
         let unread = std::mem::take(&mut st.recv_buffered);
         st.recv_buf.clear();
         let local_done = st.local_fin || st.reset.is_some();
+        let remote_done = st.recv_fin || st.reset.is_some();
         let mut kick = Kick {
             reader: true,
             ..Kick::default()
         };
         if !local_done {
+            // Abandoned mid-write: RST at once, queued data is dropped.
             kick = kick.or(self.reset(id, RstStatus::Cancel));
+        } else if !remote_done && self.closed.is_none() {
+            // We sent FIN and nobody will read what the peer may still send: ask it to stop.
+            // The RST goes behind our queued data and FIN, so none of it is lost.
+            st.reset = Some(StreamError::ResetLocally {
+                stream_id: id,
+                status: RstStatus::Cancel,
+            });
+            self.queued_cost += CONTROL_COST;
+            self.queue.push_back((
+                Frame::RstStream {
+                    stream_id: id,
+                    status: RstStatus::Cancel,
+                },
+                CONTROL_COST,
+            ));
+            kick.writer = true;
         }
         kick.or(self.session_consumed(u32::try_from(unread).unwrap_or(u32::MAX)))
             .or(self.maybe_remove(id))
@@ -781,8 +799,14 @@ impl State {
                 if st.reset.is_none() {
                     st.reset = Some(StreamError::ResetByPeer { stream_id, status });
                 }
-                st.recv_buf.clear();
-                let freed = std::mem::take(&mut st.recv_buffered);
+                // What a peer sent before its FIN stays readable (it may RST right after FIN,
+                // as this crate does when a handle is dropped); otherwise the data is void.
+                let freed = if st.recv_fin {
+                    0
+                } else {
+                    st.recv_buf.clear();
+                    std::mem::take(&mut st.recv_buffered)
+                };
                 st.wake_all();
                 self.incoming.retain(|p| p.syn.stream_id != stream_id);
                 let kick = self.session_consumed(u32::try_from(freed).unwrap_or(u32::MAX));

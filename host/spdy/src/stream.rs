@@ -7,8 +7,9 @@
 //! queue. `shutdown` sends FIN (an empty data frame with FLAG_FIN) and waits until it is written;
 //! `flush` waits until this stream's data is written to the transport.
 //!
-//! Dropping a stream that has not sent FIN resets it with CANCEL; dropping one that has sent
-//! FIN discards whatever the peer still sends on it.
+//! Dropping a stream that has not sent FIN resets it with CANCEL at once (queued data is
+//! dropped). Dropping one that has sent FIN while the peer has not resets it with CANCEL too,
+//! but only after the queued data and FIN are written, so that the peer stops sending.
 
 use std::future::poll_fn;
 use std::io;
@@ -242,7 +243,11 @@ impl AsyncRead for SpdyStream {
         let Some(s) = st.streams.get_mut(&this.id) else {
             return Poll::Ready(Ok(()));
         };
-        if let Some(e) = &s.reset {
+        let complete_before_reset =
+            s.recv_fin && matches!(s.reset, Some(StreamError::ResetByPeer { .. }));
+        if let Some(e) = &s.reset
+            && !complete_before_reset
+        {
             return Poll::Ready(Err(e.clone().into()));
         }
         if !s.recv_buf.is_empty() {

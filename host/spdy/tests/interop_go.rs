@@ -81,15 +81,29 @@ async fn spdystream_client_against_rust_server() {
     run_go(&["echo", &addr], &["PASS ping", "PASS echo-concurrent"]).await;
 }
 
+const EXEC_PASSES: [&str; 3] = [
+    "PASS exec-cat",
+    "PASS exec-exit-code",
+    "PASS exec-tty-resize",
+];
+
 /// client-go's `remotecommand.NewSPDYExecutor` (kubectl exec, and kube-apiserver's own SPDY
-/// client) against our server emulating a kubelet's /exec: HTTP upgrade, v5/v4 channel
-/// negotiation, 512 KiB through stdin→stdout, stderr, and exit code 3 on the error channel.
+/// client) against our server emulating a kubelet's /exec: HTTP upgrade, channel protocol
+/// negotiation (v5 chosen), 512 KiB through stdin→stdout, stderr, exit code 3 on the error
+/// channel, and a TTY session's resize stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_go_exec_against_rust_server() {
+async fn client_go_exec_v5_against_rust_server() {
+    let addr = start_echo_server().await;
+    run_go(&["exec", &format!("http://{addr}")], &EXEC_PASSES).await;
+}
+
+/// The same with only `v4.channel.k8s.io` offered (API servers before 1.29, kubectl 1.27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_go_exec_v4_against_rust_server() {
     let addr = start_echo_server().await;
     run_go(
-        &["exec", &format!("http://{addr}")],
-        &["PASS exec-cat", "PASS exec-exit-code"],
+        &["exec", &format!("http://{addr}"), "v4.channel.k8s.io"],
+        &EXEC_PASSES,
     )
     .await;
 }

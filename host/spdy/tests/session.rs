@@ -517,3 +517,63 @@ async fn strict_session_resets_a_stream_that_overruns_its_window() {
         })
     );
 }
+
+#[tokio::test]
+async fn dropping_after_fin_resets_behind_the_data() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let (_server, mut si) = Session::server(b, Config::default());
+    let mut peer = RawPeer::new(a);
+    peer.send(syn(1, false, Headers::new().with("streamtype", "stdout")))
+        .await;
+    let mut s = si.accept().await.unwrap().accept(Headers::new());
+    s.write_all(b"hello").await.unwrap();
+    s.finish();
+    drop(s);
+    assert!(matches!(
+        peer.recv_significant().await,
+        Some(Frame::SynReply { stream_id: 1, .. })
+    ));
+    assert_eq!(
+        peer.recv_significant().await,
+        Some(Frame::Data {
+            stream_id: 1,
+            fin: false,
+            data: Bytes::from_static(b"hello")
+        })
+    );
+    assert_eq!(
+        peer.recv_significant().await,
+        Some(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new()
+        })
+    );
+    assert_eq!(
+        peer.recv_significant().await,
+        Some(Frame::RstStream {
+            stream_id: 1,
+            status: RstStatus::Cancel
+        })
+    );
+}
+
+#[tokio::test]
+async fn data_before_a_peer_fin_survives_its_reset() {
+    let ((client, _ci), (_server, mut si)) = pair(Config::default(), Config::default());
+    let mut a = client.open_stream(Headers::new(), false).unwrap();
+    let s = si.accept().await.unwrap().accept(Headers::new());
+    let (mut r, mut w) = tokio::io::split(s);
+    w.write_all(b"all of it").await.unwrap();
+    w.shutdown().await.unwrap();
+    drop((r, w)); // drops the stream: FIN is queued already, so RST CANCEL follows it
+    a.reply().await.unwrap();
+    // Let the RST arrive before anything is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(T, a.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"all of it");
+}

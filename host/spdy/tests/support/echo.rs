@@ -6,7 +6,8 @@
 //! - an HTTP/1.1 `Upgrade: SPDY/3.1` request for `/exec/...` as kube-apiserver sends it to a
 //!   kubelet: 101 with the chosen `X-Stream-Protocol-Version`, then the kubelet's exec stream
 //!   set. `command=cat` copies stdin to stdout and writes `cat: done` to stderr; `command=exit3`
-//!   reports exit code 3 on the error channel, as a kubelet does for a failing command.
+//!   reports exit code 3 on the error channel, as a kubelet does for a failing command;
+//!   `command=resize` (with `tty`) echoes the first terminal-size event to stdout.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -129,6 +130,9 @@ async fn exec(mut conn: TcpStream) -> std::io::Result<()> {
             expected.push(ch);
         }
     }
+    if flag("tty") {
+        expected.push("resize");
+    }
     let (session, mut incoming) = Session::server(conn, Config::default());
     let mut streams: HashMap<String, SpdyStream> = HashMap::new();
     let collect = async {
@@ -164,6 +168,24 @@ async fn exec(mut conn: TcpStream) -> std::io::Result<()> {
             if let Some(mut e) = streams.remove("stderr") {
                 e.write_all(b"cat: done\n").await?;
                 e.shutdown().await?;
+            }
+            r#"{"metadata":{},"status":"Success"}"#.to_owned()
+        }
+        "resize" => {
+            // Echo the first terminal size event (one JSON object per line) to stdout.
+            let mut line = Vec::new();
+            if let Some(r) = streams.get_mut("resize") {
+                let mut b = [0u8; 1];
+                while r.read(&mut b).await? == 1 {
+                    line.push(b[0]);
+                    if b[0] == b'\n' {
+                        break;
+                    }
+                }
+            }
+            if let Some(mut o) = streams.remove("stdout") {
+                o.write_all(&line).await?;
+                o.shutdown().await?;
             }
             r#"{"metadata":{},"status":"Success"}"#.to_owned()
         }
