@@ -15,6 +15,42 @@
 //! The HTTP upgrade itself (the 101 answer and `X-Stream-Protocol-Version` negotiation) belongs to
 //! the HTTP server; hand the upgraded connection to [`Session::server`].
 //!
+//! # Serving a kubelet exec request
+//!
+//! ```no_run
+//! use spdy3::{Config, Headers, Session};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # async fn serve<T>(upgraded: T) -> std::io::Result<()>
+//! # where T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static {
+//! // `upgraded`: the connection after answering `101 Switching Protocols`
+//! // (e.g. `hyper_util::rt::TokioIo::new(hyper::upgrade::on(req).await?)`).
+//! let (session, mut incoming) = Session::server(upgraded, Config::default());
+//! let (mut stdin, mut stdout, mut error) = (None, None, None);
+//! while stdin.is_none() || stdout.is_none() || error.is_none() {
+//!     let Some(stream) = incoming.accept().await else { break };
+//!     let kind = stream.headers().get("streamtype").unwrap_or_default().to_owned();
+//!     let stream = stream.accept(Headers::new()); // SYN_REPLY
+//!     match kind.as_str() {
+//!         "stdin" => stdin = Some(stream),
+//!         "stdout" => stdout = Some(stream),
+//!         "error" => error = Some(stream),
+//!         _ => stream.reset(spdy3::RstStatus::RefusedStream),
+//!     }
+//! }
+//! if let (Some(mut i), Some(mut o)) = (stdin, stdout) {
+//!     tokio::io::copy(&mut i, &mut o).await?; // EOF at the client's FIN
+//!     o.shutdown().await?; // our FIN
+//! }
+//! if let Some(mut e) = error {
+//!     e.write_all(br#"{"metadata":{},"status":"Success"}"#).await?;
+//!     e.shutdown().await?;
+//! }
+//! session.go_away(); // GOAWAY; the transport closes once the streams are done
+//! session.closed().await;
+//! # Ok(()) }
+//! ```
+//!
 //! Reference: the SPDY Protocol Draft 3.1 (Chromium project). Deviations are documented where
 //! they are made; the important one is [`FlowControl::Adaptive`]: Kubernetes' SPDY peer
 //! (`github.com/moby/spdystream`) never sends WINDOW_UPDATE, so a sender that waits for one would

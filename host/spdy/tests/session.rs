@@ -563,7 +563,7 @@ async fn data_before_a_peer_fin_survives_its_reset() {
     let ((client, _ci), (_server, mut si)) = pair(Config::default(), Config::default());
     let mut a = client.open_stream(Headers::new(), false).unwrap();
     let s = si.accept().await.unwrap().accept(Headers::new());
-    let (mut r, mut w) = tokio::io::split(s);
+    let (r, mut w) = tokio::io::split(s);
     w.write_all(b"all of it").await.unwrap();
     w.shutdown().await.unwrap();
     drop((r, w)); // drops the stream: FIN is queued already, so RST CANCEL follows it
