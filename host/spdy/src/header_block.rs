@@ -6,7 +6,7 @@
 //! | number of pairs | len(name) | name | len(value) | value | … |
 //! ```
 //!
-//! The block is then deflated with zlib, the dictionary in [`crate::dictionary`] preset, and
+//! The block is then deflated with zlib, the SPDY/3 dictionary (`src/dictionary.rs`) preset, and
 //! flushed with `Z_SYNC_FLUSH`. Each direction of a connection has one zlib stream that lives as
 //! long as the connection: each block continues the previous one's compression state, so
 //! frames must be compressed in the order they are written and inflated in the order read.

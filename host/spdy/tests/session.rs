@@ -577,3 +577,78 @@ async fn data_before_a_peer_fin_survives_its_reset() {
         .unwrap();
     assert_eq!(got, b"all of it");
 }
+
+/// With a peer that ignores windows, our writes are bounded by the write queue and the
+/// transport: a peer that stops reading stops our writer.
+#[tokio::test]
+async fn writes_to_a_stalled_peer_without_flow_control_are_bounded() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let (_server, mut si) = Session::server(b, Config::default());
+    let mut peer = RawPeer::new(a);
+    peer.send(syn(1, true, Headers::new())).await;
+    let mut s = si.accept().await.unwrap().accept(Headers::new());
+    let chunk = vec![0u8; 16 << 10];
+    let mut accepted = 0usize;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), s.write(&chunk)).await {
+        accepted += r.unwrap();
+        assert!(accepted < 4 << 20, "writes never blocked");
+    }
+    // Transport buffer + one writer batch + the 256 KiB queue, roughly.
+    assert!(
+        accepted <= (64 + 64 + 256 + 16) << 10,
+        "accepted {accepted}"
+    );
+    // Once the peer reads, the writer goes on.
+    let _ = peer.recv().await;
+    let mut drained = 0;
+    while drained < accepted {
+        if let Some(Frame::Data { data, .. }) = peer.recv().await {
+            drained += data.len();
+        }
+    }
+    tokio::time::timeout(T, s.write(&chunk))
+        .await
+        .expect("writer still blocked")
+        .unwrap();
+}
+
+/// With a peer that ignores windows, a stream nobody reads stops the session reading the
+/// transport (TCP back-pressure) until the application reads.
+#[tokio::test]
+async fn unread_data_from_a_peer_without_flow_control_pushes_back() {
+    let (a, b) = tokio::io::duplex(16 << 10);
+    let (_server, mut si) = Session::server(b, Config::default());
+    let mut peer = RawPeer::new(a);
+    peer.send(syn(1, false, Headers::new())).await;
+    let mut s = si.accept().await.unwrap().accept(Headers::new());
+    let total = 1 << 20;
+    let sender = tokio::spawn(async move {
+        for _ in 0..total / (16 << 10) {
+            peer.send(Frame::Data {
+                stream_id: 1,
+                fin: false,
+                data: Bytes::from(vec![9u8; 16 << 10]),
+            })
+            .await;
+        }
+        peer.send(Frame::Data {
+            stream_id: 1,
+            fin: true,
+            data: Bytes::new(),
+        })
+        .await;
+        peer
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !sender.is_finished(),
+        "the peer wrote 1 MiB although nothing was read"
+    );
+    let mut got = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), total);
+    tokio::time::timeout(T, sender).await.unwrap().unwrap();
+}
