@@ -652,3 +652,29 @@ async fn unread_data_from_a_peer_without_flow_control_pushes_back() {
     assert_eq!(got.len(), total);
     tokio::time::timeout(T, sender).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn dropping_every_handle_sends_goaway_and_closes() {
+    let (a, b) = tokio::io::duplex(64 << 10);
+    let (server, incoming) = Session::server(b, Config::default());
+    let mut peer = RawPeer::new(a);
+    drop(incoming);
+    // With the Incoming gone, new streams are refused.
+    peer.send(syn(1, false, Headers::new())).await;
+    assert_eq!(
+        peer.recv_significant().await,
+        Some(Frame::RstStream {
+            stream_id: 1,
+            status: RstStatus::RefusedStream
+        })
+    );
+    drop(server);
+    assert_eq!(
+        peer.recv_significant().await,
+        Some(Frame::GoAway {
+            last_good_stream_id: 1,
+            status: GoAwayStatus::Ok
+        })
+    );
+    assert_eq!(peer.recv().await, None);
+}
