@@ -1,0 +1,334 @@
+//! The client's error type: what went wrong, on which call, with StackPath's own message.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::model::{ApiStatus, ApiStatusDetail};
+
+/// Which API call an error belongs to: the HTTP method and the spec's route template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Operation {
+    pub method: &'static str,
+    pub route: &'static str,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.route)
+    }
+}
+
+/// Errors of the StackPath client. Each names the call that failed and carries the API's
+/// message; none ever contains the client secret or a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("StackPath API {op}: not found: {message}")]
+    NotFound { op: Operation, message: String },
+
+    #[error("StackPath API {op}: conflict (already exists or changed meanwhile): {message}")]
+    Conflict { op: Operation, message: String },
+
+    #[error(
+        "StackPath API {op}: unauthorized: {message} (check the API client id and secret, \
+         SP_CLIENT_ID / SP_CLIENT_SECRET)"
+    )]
+    Unauthorized { op: Operation, message: String },
+
+    #[error(
+        "StackPath API {op}: forbidden: {message} (check that the API client may use this stack, \
+         SP_STACK_ID)"
+    )]
+    Forbidden { op: Operation, message: String },
+
+    #[error("StackPath API {op}: rate limited{}: {message}", fmt_retry_after(*.retry_after))]
+    RateLimited {
+        op: Operation,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+
+    #[error("StackPath API {op}: invalid request: {message}{}", fmt_details(.details))]
+    Invalid {
+        op: Operation,
+        message: String,
+        details: Vec<ApiStatusDetail>,
+    },
+
+    #[error("StackPath API {op}: server error (HTTP {status}): {message}")]
+    Server {
+        op: Operation,
+        status: u16,
+        message: String,
+    },
+
+    /// The call did not complete: connection refused or lost, TLS failure, timeout.
+    /// `request_sent` tells whether the server may have received (and acted on) the request.
+    #[error("StackPath API {op}: {message}")]
+    Transport {
+        op: Operation,
+        message: String,
+        request_sent: bool,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+
+    /// The server answered 2xx with a body this client cannot read.
+    #[error("StackPath API {op}: unreadable response: {message}")]
+    Decode { op: Operation, message: String },
+
+    #[error("StackPath client configuration: {message}")]
+    Config { message: String },
+}
+
+fn fmt_retry_after(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(" (retry after {}s)", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+fn fmt_details(details: &[ApiStatusDetail]) -> String {
+    if details.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = details.iter().map(|d| d.to_string()).collect();
+        format!(" [{}]", parts.join("; "))
+    }
+}
+
+/// gRPC status codes the API puts in `code`.
+mod grpc {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const ABORTED: i32 = 10;
+    pub const OUT_OF_RANGE: i32 = 11;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+impl Error {
+    /// Builds the error for a non-2xx answer. The gRPC `code` in the body wins over the HTTP
+    /// status when it names a kind (the gateway maps them, but not always the same way);
+    /// otherwise the status decides.
+    pub(crate) fn from_response(
+        op: Operation,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let parsed: Option<ApiStatus> = serde_json::from_slice(body).ok();
+        let code = parsed.as_ref().and_then(|s| s.code);
+        let message = parsed
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| body_excerpt(status, body));
+        let details = parsed.map(|s| s.details).unwrap_or_default();
+        match (code, status) {
+            (Some(grpc::NOT_FOUND), _) | (None | Some(0), 404) => Error::NotFound { op, message },
+            (Some(grpc::ALREADY_EXISTS | grpc::ABORTED), _) | (None | Some(0), 409) => {
+                Error::Conflict { op, message }
+            }
+            (Some(grpc::UNAUTHENTICATED), _) | (None | Some(0), 401) => {
+                Error::Unauthorized { op, message }
+            }
+            (Some(grpc::PERMISSION_DENIED), _) | (None | Some(0), 403) => {
+                Error::Forbidden { op, message }
+            }
+            (Some(grpc::RESOURCE_EXHAUSTED), _) | (_, 429) => Error::RateLimited {
+                op,
+                retry_after,
+                message,
+            },
+            (Some(grpc::INVALID_ARGUMENT | grpc::FAILED_PRECONDITION | grpc::OUT_OF_RANGE), _)
+            | (None | Some(0), 400 | 422) => Error::Invalid {
+                op,
+                message,
+                details,
+            },
+            (_, s) if s >= 500 => Error::Server {
+                op,
+                status,
+                message,
+            },
+            (_, 404) => Error::NotFound { op, message },
+            (_, 409) => Error::Conflict { op, message },
+            (_, 401) => Error::Unauthorized { op, message },
+            (_, 403) => Error::Forbidden { op, message },
+            _ => Error::Invalid {
+                op,
+                message,
+                details,
+            },
+        }
+    }
+
+    /// The call this error belongs to (none for configuration errors).
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            Error::NotFound { op, .. }
+            | Error::Conflict { op, .. }
+            | Error::Unauthorized { op, .. }
+            | Error::Forbidden { op, .. }
+            | Error::RateLimited { op, .. }
+            | Error::Invalid { op, .. }
+            | Error::Server { op, .. }
+            | Error::Transport { op, .. }
+            | Error::Decode { op, .. } => Some(*op),
+            Error::Config { .. } => None,
+        }
+    }
+
+    /// A short, fixed label per variant for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Invalid { .. } => "invalid",
+            Error::Server { .. } => "server",
+            Error::Transport { .. } => "transport",
+            Error::Decode { .. } => "decode",
+            Error::Config { .. } => "config",
+        }
+    }
+
+    /// Whether the error is "the object does not exist".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether trying again later may succeed (rate limits, server errors, transport
+    /// failures); a controller uses this to requeue instead of failing the pod.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::RateLimited { .. } | Error::Server { .. } | Error::Transport { .. }
+        )
+    }
+
+    /// Whether the server may have acted on the request although no answer came back:
+    /// a 5xx, or a transport failure after the request was sent.
+    pub(crate) fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Server { .. } => true,
+            Error::Transport { request_sent, .. } => *request_sent,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+}
+
+/// The start of a non-JSON error body, for the message (bodies can be HTML from a proxy).
+fn body_excerpt(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {status} with an empty body")
+    } else {
+        let mut excerpt: String = text.chars().take(200).collect();
+        if text.chars().count() > 200 {
+            excerpt.push('…');
+        }
+        format!("HTTP {status}: {excerpt}")
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OP: Operation = Operation {
+        method: "GET",
+        route: "/x",
+    };
+
+    fn classify(status: u16, body: &str) -> Error {
+        Error::from_response(OP, status, body.as_bytes(), None)
+    }
+
+    #[test]
+    fn grpc_code_classifies() {
+        assert!(matches!(
+            classify(404, r#"{"code":5,"message":"nope"}"#),
+            Error::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(409, r#"{"code":6,"message":"dup"}"#),
+            Error::Conflict { .. }
+        ));
+        assert!(matches!(
+            classify(400, r#"{"code":3,"message":"bad"}"#),
+            Error::Invalid { .. }
+        ));
+        assert!(matches!(
+            classify(401, r#"{"code":16}"#),
+            Error::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            classify(403, r#"{"code":7}"#),
+            Error::Forbidden { .. }
+        ));
+        assert!(matches!(
+            classify(429, r#"{"code":8}"#),
+            Error::RateLimited { .. }
+        ));
+        // The code wins when the gateway picked an odd status.
+        assert!(matches!(
+            classify(500, r#"{"code":5,"message":"x"}"#),
+            Error::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(400, r#"{"code":6}"#),
+            Error::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn status_classifies_without_code() {
+        assert!(matches!(classify(404, ""), Error::NotFound { .. }));
+        assert!(matches!(classify(409, "conflict"), Error::Conflict { .. }));
+        assert!(matches!(
+            classify(503, "<html>busy</html>"),
+            Error::Server { status: 503, .. }
+        ));
+        assert!(matches!(classify(418, "teapot"), Error::Invalid { .. }));
+    }
+
+    #[test]
+    fn message_and_details_carried() {
+        let body = r#"{"code":3,"message":"workload is invalid","details":[{"@type":"stackpath.rpc.BadRequest","fieldViolations":[{"field":"workload.slug","description":"too long"}]}]}"#;
+        let err = classify(400, body);
+        let text = err.to_string();
+        assert!(text.contains("workload is invalid"), "{text}");
+        assert!(text.contains("workload.slug: too long"), "{text}");
+        match err {
+            Error::Invalid { details, .. } => {
+                assert_eq!(details[0].field_violations()[0].field, "workload.slug")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn non_json_body_is_quoted_briefly() {
+        let long = "x".repeat(1000);
+        let text = classify(502, &long).to_string();
+        assert!(text.contains("HTTP 502"), "{text}");
+        assert!(text.len() < 400, "{}", text.len());
+    }
+}
