@@ -113,7 +113,10 @@ fn k8s_set(version: K8sVersion) -> Result<BuildSet> {
     let build_date = module_time(&release).unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string());
     // What hack/lib/version.sh stamps, so `kubectl version` and /version report the release.
     let mut ldflags = String::from("-s -w");
-    for pkg in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
         for (k, v) in [
             ("gitVersion", release.as_str()),
             ("gitMajor", "1"),
@@ -127,10 +130,14 @@ fn k8s_set(version: K8sVersion) -> Result<BuildSet> {
     }
     Ok(BuildSet {
         out_dir: paths::cache_dir().join("k8s").join(&release),
-        commands: ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-            .into_iter()
-            .map(|c| (c, format!("k8s.io/kubernetes/cmd/{c}")))
-            .collect(),
+        commands: [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]
+        .into_iter()
+        .map(|c| (c, format!("k8s.io/kubernetes/cmd/{c}")))
+        .collect(),
         module_dir,
         version: release,
         ldflags,
@@ -141,7 +148,9 @@ fn etcd_set() -> Result<BuildSet> {
     let module_dir = paths::go_dir().join("etcd");
     let version = required_version(&module_dir.join("go.mod"), "go.etcd.io/etcd/server/v3")?;
     Ok(BuildSet {
-        out_dir: paths::cache_dir().join("k8s").join(format!("etcd-{version}")),
+        out_dir: paths::cache_dir()
+            .join("k8s")
+            .join(format!("etcd-{version}")),
         commands: vec![("etcd", "go.etcd.io/etcd/server/v3".to_string())],
         ldflags: format!("-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={version}"),
         module_dir,
@@ -168,7 +177,10 @@ fn metrics_server_set() -> Result<BuildSet> {
 
 /// The release time the module proxy recorded, used as the stamped build date.
 fn module_time(release: &str) -> Option<String> {
-    let out = Command::new("go").args(["env", "GOMODCACHE"]).output().ok()?;
+    let out = Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .ok()?;
     let cache = String::from_utf8(out.stdout).ok()?;
     let info = Path::new(cache.trim())
         .join("cache/download/k8s.io/kubernetes/@v")
@@ -183,7 +195,9 @@ fn stamp_of(set: &BuildSet) -> Result<String> {
     set.ldflags.hash(&mut h);
     for f in ["go.mod", "go.sum"] {
         let p = set.module_dir.join(f);
-        std::fs::read(&p).map_err(Error::io("reading", &p))?.hash(&mut h);
+        std::fs::read(&p)
+            .map_err(Error::io("reading", &p))?
+            .hash(&mut h);
     }
     Ok(format!("{:016x}\n", h.finish()))
 }
@@ -193,7 +207,10 @@ fn build_set(set: &BuildSet, progress: &mut dyn Progress) -> Result<PathBuf> {
     let stamp_path = set.out_dir.join(".stamp");
     let stamp = stamp_of(set)?;
     let current = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str())
-        && set.commands.iter().all(|(b, _)| set.out_dir.join(b).is_file());
+        && set
+            .commands
+            .iter()
+            .all(|(b, _)| set.out_dir.join(b).is_file());
     if current {
         return Ok(set.out_dir.clone());
     }
@@ -207,7 +224,12 @@ fn build_set(set: &BuildSet, progress: &mut dyn Progress) -> Result<PathBuf> {
     Ok(set.out_dir.clone())
 }
 
-fn build_one(set: &BuildSet, binary: &str, package: &str, progress: &mut dyn Progress) -> Result<()> {
+fn build_one(
+    set: &BuildSet,
+    binary: &str,
+    package: &str,
+    progress: &mut dyn Progress,
+) -> Result<()> {
     let log_path = set.out_dir.join(format!("build-{binary}.log"));
     let log = std::fs::File::create(&log_path).map_err(Error::io("creating", &log_path))?;
     let log_err = log.try_clone().map_err(Error::io("opening", &log_path))?;
@@ -240,7 +262,10 @@ fn build_one(set: &BuildSet, binary: &str, package: &str, progress: &mut dyn Pro
     let tty = std::io::stderr().is_terminal();
     let mut last_report = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(Error::io("waiting for go build in", &set.module_dir))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(Error::io("waiting for go build in", &set.module_dir))?
+        {
             break status;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -249,7 +274,10 @@ fn build_one(set: &BuildSet, binary: &str, package: &str, progress: &mut dyn Pro
             let _ = std::io::stderr().flush();
         } else if last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
-            progress.step(&format!("  still building {binary} ({}s)", started.elapsed().as_secs()));
+            progress.step(&format!(
+                "  still building {binary} ({}s)",
+                started.elapsed().as_secs()
+            ));
         }
     };
     if tty {

@@ -211,7 +211,8 @@ impl Cluster {
         static SHARED: OnceLock<std::result::Result<Cluster, String>> = OnceLock::new();
         SHARED
             .get_or_init(|| {
-                let started = match std::env::var_os("VK_TEST_KUBECONFIG").filter(|v| !v.is_empty()) {
+                let started = match std::env::var_os("VK_TEST_KUBECONFIG").filter(|v| !v.is_empty())
+                {
                     Some(path) => Cluster::external(Path::new(&path)),
                     None => Cluster::builder().start(),
                 };
@@ -462,7 +463,10 @@ pub(crate) async fn client_from(path: &Path) -> Result<Client> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    Client::try_from(config).map_err(Error::kube(format!("building a client from {}", path.display())))
+    Client::try_from(config).map_err(Error::kube(format!(
+        "building a client from {}",
+        path.display()
+    )))
 }
 
 fn ca_from_kubeconfig(kc: &Kubeconfig) -> Option<Vec<u8>> {
@@ -532,7 +536,10 @@ fn start_cluster(
         &url,
         &pki.ca_crt(),
         "kubernetes-admin",
-        Credential::ClientCert { cert: &pki.admin_crt(), key: &pki.admin_key() },
+        Credential::ClientCert {
+            cert: &pki.admin_crt(),
+            key: &pki.admin_key(),
+        },
         None,
     )?;
     let kcm_kc = dir.join("controller-manager.kubeconfig");
@@ -553,7 +560,10 @@ fn start_cluster(
         &url,
         &pki.ca_crt(),
         "system:kube-scheduler",
-        Credential::ClientCert { cert: &pki.scheduler_crt(), key: &pki.scheduler_key() },
+        Credential::ClientCert {
+            cert: &pki.scheduler_crt(),
+            key: &pki.scheduler_key(),
+        },
         None,
     )?;
 
@@ -568,15 +578,22 @@ fn start_cluster(
         startup: Duration::ZERO,
     };
     // From here on, an error drops `cluster`, which stops whatever already started.
-    let spawn = |cluster: &Cluster, name: &str, bin: &Path, args: Vec<String>, port: u16| -> Result<()> {
-        let p = Process::spawn(name, bin, &args, &logs.join(format!("{name}.log")), Some(port))?;
-        cluster
-            .processes
-            .lock()
-            .map_err(|_| Error::Other("cluster process list poisoned".into()))?
-            .push(p);
-        Ok(())
-    };
+    let spawn =
+        |cluster: &Cluster, name: &str, bin: &Path, args: Vec<String>, port: u16| -> Result<()> {
+            let p = Process::spawn(
+                name,
+                bin,
+                &args,
+                &logs.join(format!("{name}.log")),
+                Some(port),
+            )?;
+            cluster
+                .processes
+                .lock()
+                .map_err(|_| Error::Other("cluster process list poisoned".into()))?
+                .push(p);
+            Ok(())
+        };
     let p = |path: PathBuf| path.to_string_lossy().into_owned();
 
     progress.step(&format!("starting etcd on 127.0.0.1:{}", ports.etcd_client));
@@ -601,7 +618,10 @@ fn start_cluster(
         ports.etcd_client,
     )?;
 
-    progress.step(&format!("starting kube-apiserver {} on {url}", bins.release));
+    progress.step(&format!(
+        "starting kube-apiserver {} on {url}",
+        bins.release
+    ));
     let mut apiserver_args = vec![
         format!("--etcd-servers={etcd_url}"),
         "--bind-address=127.0.0.1".into(),
@@ -614,31 +634,58 @@ fn start_cluster(
         format!("--client-ca-file={}", p(pki.ca_crt())),
         "--authorization-mode=Node,RBAC".into(),
         "--allow-privileged=true".into(),
-        format!("--service-cluster-ip-range={}", pki::SERVICE_CLUSTER_IP_RANGE),
+        format!(
+            "--service-cluster-ip-range={}",
+            pki::SERVICE_CLUSTER_IP_RANGE
+        ),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", p(pki.sa_pub())),
         format!("--service-account-signing-key-file={}", p(pki.sa_key())),
         // Toward kubelets (the daemon): present this client certificate and verify theirs.
-        format!("--kubelet-client-certificate={}", p(pki.apiserver_kubelet_client_crt())),
-        format!("--kubelet-client-key={}", p(pki.apiserver_kubelet_client_key())),
+        format!(
+            "--kubelet-client-certificate={}",
+            p(pki.apiserver_kubelet_client_crt())
+        ),
+        format!(
+            "--kubelet-client-key={}",
+            p(pki.apiserver_kubelet_client_key())
+        ),
         format!("--kubelet-certificate-authority={}", p(pki.ca_crt())),
         "--kubelet-preferred-address-types=InternalIP".into(),
         // Aggregation (metrics-server): the front-proxy identity and request headers.
-        format!("--requestheader-client-ca-file={}", p(pki.front_proxy_ca_crt())),
+        format!(
+            "--requestheader-client-ca-file={}",
+            p(pki.front_proxy_ca_crt())
+        ),
         "--requestheader-allowed-names=front-proxy-client".into(),
         "--requestheader-username-headers=X-Remote-User".into(),
         "--requestheader-group-headers=X-Remote-Group".into(),
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
-        format!("--proxy-client-cert-file={}", p(pki.front_proxy_client_crt())),
-        format!("--proxy-client-key-file={}", p(pki.front_proxy_client_key())),
+        format!(
+            "--proxy-client-cert-file={}",
+            p(pki.front_proxy_client_crt())
+        ),
+        format!(
+            "--proxy-client-key-file={}",
+            p(pki.front_proxy_client_key())
+        ),
         "--profiling=false".into(),
     ];
     apiserver_args.extend(b.apiserver_args.iter().cloned());
-    spawn(&cluster, "kube-apiserver", &bins.kube_apiserver, apiserver_args, ports.apiserver)?;
+    spawn(
+        &cluster,
+        "kube-apiserver",
+        &bins.kube_apiserver,
+        apiserver_args,
+        ports.apiserver,
+    )?;
 
     let timeout = b.ready_timeout;
     run_async(wait_apiserver(&cluster, &admin, timeout))?;
-    progress.step(&format!("kube-apiserver ready after {:.1?}", started.elapsed()));
+    progress.step(&format!(
+        "kube-apiserver ready after {:.1?}",
+        started.elapsed()
+    ));
 
     let mut kcm_args = vec![
         format!("--kubeconfig={}", p(kcm_kc.clone())),
@@ -653,8 +700,14 @@ fn start_cluster(
         // Approved kubernetes.io/kubelet-serving CSRs get signed by the cluster CA.
         format!("--cluster-signing-cert-file={}", p(pki.ca_crt())),
         format!("--cluster-signing-key-file={}", p(pki.ca_key())),
-        format!("--node-monitor-period={}ms", b.node_monitor_period.as_millis()),
-        format!("--node-monitor-grace-period={}ms", b.node_monitor_grace_period.as_millis()),
+        format!(
+            "--node-monitor-period={}ms",
+            b.node_monitor_period.as_millis()
+        ),
+        format!(
+            "--node-monitor-grace-period={}ms",
+            b.node_monitor_grace_period.as_millis()
+        ),
         "--leader-elect=false".into(),
         "--profiling=false".into(),
     ];
@@ -717,7 +770,12 @@ fn start_cluster(
 }
 
 /// Polls until `check` says ready, failing fast if a component exits.
-async fn poll<F, Fut>(cluster: &Cluster, component: &str, timeout: Duration, mut check: F) -> Result<()>
+async fn poll<F, Fut>(
+    cluster: &Cluster,
+    component: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<(), String>>,
@@ -746,8 +804,14 @@ where
 async fn wait_apiserver(cluster: &Cluster, admin: &Path, timeout: Duration) -> Result<()> {
     let client = client_from(admin).await?;
     poll(cluster, "kube-apiserver", timeout, || async {
-        let req = http::Request::get("/readyz").body(vec![]).map_err(|e| e.to_string())?;
-        client.request_text(req).await.map(|_| ()).map_err(|e| format!("/readyz: {e}"))
+        let req = http::Request::get("/readyz")
+            .body(vec![])
+            .map_err(|e| e.to_string())?;
+        client
+            .request_text(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("/readyz: {e}"))
     })
     .await
 }
@@ -770,7 +834,11 @@ async fn wait_components(
     ] {
         let url = format!("https://127.0.0.1:{port}/healthz");
         poll(cluster, name, timeout, || async {
-            let r = http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
+            let r = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
             if r.status().is_success() {
                 Ok(())
             } else {

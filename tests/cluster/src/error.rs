@@ -58,7 +58,9 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("{component} exited ({status}) before the cluster was ready. Log {log}, last lines:\n{tail}")]
+    #[error(
+        "{component} exited ({status}) before the cluster was ready. Log {log}, last lines:\n{tail}"
+    )]
     ComponentExited {
         component: String,
         status: String,
@@ -66,7 +68,9 @@ pub enum Error {
         tail: String,
     },
 
-    #[error("{component} was not ready after {seconds}s ({detail}). Log {log}, last lines:\n{tail}")]
+    #[error(
+        "{component} was not ready after {seconds}s ({detail}). Log {log}, last lines:\n{tail}"
+    )]
     NotReady {
         component: String,
         seconds: u64,
@@ -90,7 +94,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(what: impl Into<String>, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        what: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         let path = path.into();
         move |source| Error::Io { what, path, source }

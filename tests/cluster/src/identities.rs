@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::Scope;
 use kube::{Api, Client};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::paths;
@@ -65,9 +65,13 @@ pub async fn apply_file(client: &Client, path: &Path) -> Result<()> {
             (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
             (Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
         };
-        api.patch(&name, &PatchParams::apply("local-cluster").force(), &Patch::Apply(&obj))
-            .await
-            .map_err(Error::kube(what))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("local-cluster").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(Error::kube(what))?;
     }
     Ok(())
 }
@@ -89,10 +93,14 @@ pub async fn install_daemon_identity(client: &Client, token_seconds: i64) -> Res
     let token = sas
         .create_token_request(DAEMON_SERVICE_ACCOUNT, &PostParams::default(), &request)
         .await
-        .map_err(Error::kube("requesting a token for ServiceAccount vk-stackpath/vk-stackpath"))?;
+        .map_err(Error::kube(
+            "requesting a token for ServiceAccount vk-stackpath/vk-stackpath",
+        ))?;
     token
         .status
         .map(|s| s.token)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Other("the TokenRequest for vk-stackpath came back without a token".into()))
+        .ok_or_else(|| {
+            Error::Other("the TokenRequest for vk-stackpath came back without a token".into())
+        })
 }

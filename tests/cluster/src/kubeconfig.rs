@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 
 /// How an identity proves itself to the apiserver.
 pub enum Credential<'a> {
-    ClientCert { cert: &'a Path, key: &'a Path },
+    ClientCert {
+        cert: &'a Path,
+        key: &'a Path,
+    },
     /// A bearer token; written to the file only (never logged).
     Token(&'a str),
 }
@@ -52,10 +55,8 @@ pub fn write(
         "current-context": user,
         "preferences": {},
     });
-    let text = serde_yaml::to_string(&config).map_err(|e| Error::Other(format!(
-        "serialising kubeconfig {}: {e}",
-        path.display()
-    )))?;
+    let text = serde_yaml::to_string(&config)
+        .map_err(|e| Error::Other(format!("serialising kubeconfig {}: {e}", path.display())))?;
     std::fs::write(path, text).map_err(Error::io("writing", path))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

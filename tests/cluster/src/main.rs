@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use local_cluster::{Cluster, Error, K8sVersion, StderrProgress, ensure_binaries, paths};
 
 #[derive(Parser)]
-#[command(name = "local-cluster", about = "A real Kubernetes control plane on loopback, built from Kubernetes' Go modules")]
+#[command(
+    name = "local-cluster",
+    about = "A real Kubernetes control plane on loopback, built from Kubernetes' Go modules"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +62,12 @@ fn main() -> ExitCode {
             with_metrics_server,
             k8s_version,
             node_monitor_grace_seconds,
-        } => up(&dir, with_metrics_server, k8s_version, node_monitor_grace_seconds),
+        } => up(
+            &dir,
+            with_metrics_server,
+            k8s_version,
+            node_monitor_grace_seconds,
+        ),
         Command::Down { dir } => down(&dir),
         Command::Build {
             k8s_version,
@@ -77,14 +85,21 @@ fn main() -> ExitCode {
 }
 
 fn build(version: K8sVersion, all: bool, with_metrics_server: bool) -> Result<(), Error> {
-    let versions = if all { K8sVersion::ALL.to_vec() } else { vec![version] };
+    let versions = if all {
+        K8sVersion::ALL.to_vec()
+    } else {
+        vec![version]
+    };
     for v in versions {
         let started = Instant::now();
         let bins = ensure_binaries(v, with_metrics_server, &mut StderrProgress)?;
         eprintln!(
             "local-cluster: Kubernetes {} ready in {} ({:.0?})",
             bins.release,
-            bins.kube_apiserver.parent().unwrap_or(Path::new(".")).display(),
+            bins.kube_apiserver
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display(),
             started.elapsed()
         );
     }
@@ -112,17 +127,30 @@ fn up(dir: &Path, with_metrics_server: bool, version: K8sVersion, grace: u64) ->
     std::fs::write(&pid_path, std::process::id().to_string())
         .map_err(|e| Error::Other(format!("writing {}: {e}", pid_path.display())))?;
 
-    println!("Kubernetes {} is up ({:.1?} to ready):", cluster.release(), cluster.startup_time());
+    println!(
+        "Kubernetes {} is up ({:.1?} to ready):",
+        cluster.release(),
+        cluster.startup_time()
+    );
     for (name, pid, log) in cluster.components() {
         println!("  {name:<24} pid {pid:<7} log {}", log.display());
     }
     println!("  apiserver                {}", cluster.apiserver_url());
-    println!("  daemon kubeconfig        {}", cluster.daemon_kubeconfig().display());
-    println!("  kubelet client CA        {}", cluster.dir().join("kubelet-client-ca.crt").display());
+    println!(
+        "  daemon kubeconfig        {}",
+        cluster.daemon_kubeconfig().display()
+    );
+    println!(
+        "  kubelet client CA        {}",
+        cluster.dir().join("kubelet-client-ca.crt").display()
+    );
     println!();
     println!("export KUBECONFIG={}", cluster.admin_kubeconfig().display());
     println!();
-    println!("Ctrl-C or `local-cluster down --dir {}` stops it.", cluster.dir().display());
+    println!(
+        "Ctrl-C or `local-cluster down --dir {}` stops it.",
+        cluster.dir().display()
+    );
 
     let outcome = wait_for_stop(&cluster);
     cluster.stop();

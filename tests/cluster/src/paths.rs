@@ -31,7 +31,11 @@ pub fn cache_dir() -> PathBuf {
     for var in ["VK_CACHE_DIR", "CARGO_TARGET_DIR"] {
         if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             let p = PathBuf::from(v);
-            return if p.is_absolute() { p } else { workspace_root().join(p) };
+            return if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            };
         }
     }
     workspace_root().join("target")

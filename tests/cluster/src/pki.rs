@@ -155,7 +155,11 @@ pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<PkiFiles> {
 
     for (file, cn, orgs) in [
         ("admin", "kubernetes-admin", &["system:masters"][..]),
-        ("controller-manager", "system:kube-controller-manager", &[][..]),
+        (
+            "controller-manager",
+            "system:kube-controller-manager",
+            &[][..],
+        ),
         ("scheduler", "system:kube-scheduler", &[][..]),
     ] {
         let (c, k) = leaf(&ca, cn, orgs, vec![], client.clone())?;
@@ -185,7 +189,13 @@ pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<PkiFiles> {
     // --client-ca-file trusts that one identity and not every client of the cluster CA.
     let kc = new_ca("kubelet-client-ca")?;
     write(dir, "kubelet-client-ca.crt", &kc.cert_pem)?;
-    let (c, k) = leaf(&kc, APISERVER_KUBELET_CLIENT_CN, &["system:masters"], vec![], client)?;
+    let (c, k) = leaf(
+        &kc,
+        APISERVER_KUBELET_CLIENT_CN,
+        &["system:masters"],
+        vec![],
+        client,
+    )?;
     write(dir, "apiserver-kubelet-client.crt", &c)?;
     write(dir, "apiserver-kubelet-client.key", &k)?;
 

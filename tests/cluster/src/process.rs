@@ -43,7 +43,14 @@ fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
     let parent = unsafe { libc::getpid() };
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl: then nobody would kill us.
@@ -88,10 +95,7 @@ impl Process {
         let out = std::fs::File::create(log).map_err(Error::io("creating log", log))?;
         let err = out.try_clone().map_err(Error::io("opening log", log))?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
         let child = spawn_tied(cmd).map_err(Error::io(format!("starting {name} from"), program))?;
         Ok(Self {
             name: name.to_string(),

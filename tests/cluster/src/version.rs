@@ -55,7 +55,9 @@ impl FromStr for K8sVersion {
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim().trim_start_matches('v');
         // Accept "1.34" and "1.34.4" alike: only the minor selects the module.
-        let minor = t.strip_prefix("1.").map(|r| r.split('.').next().unwrap_or(""));
+        let minor = t
+            .strip_prefix("1.")
+            .map(|r| r.split('.').next().unwrap_or(""));
         match minor {
             Some("34") => Ok(K8sVersion::V1_34),
             Some("37") => Ok(K8sVersion::V1_37),
@@ -74,7 +76,9 @@ pub(crate) fn required_version(go_mod: &std::path::Path, module: &str) -> Result
         .map(|l| l.trim().trim_start_matches("require").trim())
         .find_map(|l| {
             let mut parts = l.split_whitespace();
-            (parts.next() == Some(module)).then(|| parts.next().map(str::to_string)).flatten()
+            (parts.next() == Some(module))
+                .then(|| parts.next().map(str::to_string))
+                .flatten()
         })
         .ok_or_else(|| Error::BadFile {
             path: go_mod.to_path_buf(),
@@ -98,7 +102,10 @@ mod tests {
     fn pinned_releases_match_their_minor() {
         for v in K8sVersion::ALL {
             let release = v.pinned_release().unwrap();
-            assert!(release.starts_with(&format!("v1.{}.", v.minor())), "{release}");
+            assert!(
+                release.starts_with(&format!("v1.{}.", v.minor())),
+                "{release}"
+            );
         }
     }
 }

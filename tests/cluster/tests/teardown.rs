@@ -18,7 +18,11 @@ fn teardown_child() {
         return;
     };
     let cluster = Cluster::shared();
-    let pids: Vec<String> = cluster.components().iter().map(|(_, pid, _)| pid.to_string()).collect();
+    let pids: Vec<String> = cluster
+        .components()
+        .iter()
+        .map(|(_, pid, _)| pid.to_string())
+        .collect();
     let tmp = format!("{pid_file}.tmp");
     std::fs::write(&tmp, pids.join("\n")).expect("writing pids");
     std::fs::rename(&tmp, &pid_file).expect("publishing pids");
@@ -32,7 +36,10 @@ fn teardown_child() {
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); read its state instead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => !stat
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -40,14 +47,22 @@ fn alive(pid: i32) -> bool {
 fn run_child(mode: &str, dir: &Path) {
     let pid_file = dir.join(format!("{mode}.pids"));
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["--exact", "teardown_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "teardown_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(MODE, mode)
         .env(PIDS, &pid_file)
         .spawn()
         .expect("re-running the test binary");
     let deadline = Instant::now() + Duration::from_secs(180);
     while !pid_file.exists() {
-        assert!(Instant::now() < deadline, "{mode}: the child never reported its cluster");
+        assert!(
+            Instant::now() < deadline,
+            "{mode}: the child never reported its cluster"
+        );
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{mode}: child exited early ({status})");
         }
@@ -58,8 +73,15 @@ fn run_child(mode: &str, dir: &Path) {
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 4, "{mode}: etcd, apiserver, controller-manager, scheduler");
-    assert!(pids.iter().all(|p| alive(*p)), "{mode}: components run while the child lives");
+    assert_eq!(
+        pids.len(),
+        4,
+        "{mode}: etcd, apiserver, controller-manager, scheduler"
+    );
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "{mode}: components run while the child lives"
+    );
 
     if mode == "kill" {
         // SAFETY: SIGKILL to the child we spawned.
@@ -99,11 +121,20 @@ fn dropping_a_cluster_stops_it_and_errors_name_the_component() {
     if std::env::var_os(MODE).is_some() {
         return;
     }
-    let cluster = Cluster::builder().start().expect("starting a dedicated cluster");
-    let pids: Vec<i32> = cluster.components().iter().map(|(_, p, _)| *p as i32).collect();
+    let cluster = Cluster::builder()
+        .start()
+        .expect("starting a dedicated cluster");
+    let pids: Vec<i32> = cluster
+        .components()
+        .iter()
+        .map(|(_, p, _)| *p as i32)
+        .collect();
     let dir = cluster.dir().to_path_buf();
     assert!(dir.join("logs/kube-apiserver.log").is_file());
     drop(cluster);
-    assert!(pids.iter().all(|p| !alive(*p)), "drop stops every component");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "drop stops every component"
+    );
     assert!(!dir.exists(), "the harness-chosen dir is removed");
 }

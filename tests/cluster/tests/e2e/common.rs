@@ -6,12 +6,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
-    CertificateSigningRequestStatus,
+    CertificateSigningRequest, CertificateSigningRequestSpec,
 };
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::ByteString;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use local_cluster::Cluster;
@@ -100,7 +99,10 @@ fn chrono_now() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -130,7 +132,10 @@ pub struct ServingCsr {
 
 pub fn serving_csr(node: &str) -> Result<ServingCsr> {
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![IpAddr::V4(Ipv4Addr::LOCALHOST).to_string(), node.to_string()])?;
+    let mut params = CertificateParams::new(vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST).to_string(),
+        node.to_string(),
+    ])?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "system:nodes");
     dn.push(DnType::CommonName, format!("system:node:{node}"));
@@ -140,10 +145,17 @@ pub fn serving_csr(node: &str) -> Result<ServingCsr> {
 }
 
 /// Creates a kubernetes.io/kubelet-serving CSR with `client`.
-pub async fn create_serving_csr(client: kube::Client, name: &str, csr_pem: &str) -> Result<CertificateSigningRequest, kube::Error> {
+pub async fn create_serving_csr(
+    client: kube::Client,
+    name: &str,
+    csr_pem: &str,
+) -> Result<CertificateSigningRequest, kube::Error> {
     let csrs: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem.as_bytes().to_vec()),
             signer_name: "kubernetes.io/kubelet-serving".into(),
@@ -155,30 +167,33 @@ pub async fn create_serving_csr(client: kube::Client, name: &str, csr_pem: &str)
     csrs.create(&PostParams::default(), &csr).await
 }
 
+/// The `approval` subresource patch that approves a CSR.
+pub fn approval(reason: &str) -> serde_json::Value {
+    json!({ "status": { "conditions": [{ "type": "Approved", "status": "True", "reason": reason,
+                                         "message": "approved by the e2e test" }] } })
+}
+
 /// Approves a CSR as admin and waits for the signed certificate (PEM).
 pub async fn approve_and_wait(cluster: &Cluster, name: &str) -> Result<String> {
     let csrs: Api<CertificateSigningRequest> = Api::all(cluster.admin_client().await?);
-    let mut csr = csrs.get(name).await?;
-    csr.status = Some(CertificateSigningRequestStatus {
-        conditions: Some(vec![CertificateSigningRequestCondition {
-            type_: "Approved".into(),
-            status: "True".into(),
-            reason: Some("LocalClusterTest".into()),
-            message: Some("approved by the e2e test as admin".into()),
-            ..Default::default()
-        }]),
-        certificate: None,
-    });
-    csrs.replace_approval(name, &PostParams::default(), &csr)
-        .await
-        .context("approving the CSR as admin")?;
-    eventually("the controller-manager to sign the CSR", Duration::from_secs(30), || async {
-        let c = csrs.get(name).await?;
-        Ok(c.status
-            .and_then(|s| s.certificate)
-            .filter(|c| !c.0.is_empty())
-            .map(|c| String::from_utf8_lossy(&c.0).into_owned()))
-    })
+    csrs.patch_approval(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(approval("LocalClusterTest")),
+    )
+    .await
+    .context("approving the CSR as admin")?;
+    eventually(
+        "the controller-manager to sign the CSR",
+        Duration::from_secs(30),
+        || async {
+            let c = csrs.get(name).await?;
+            Ok(c.status
+                .and_then(|s| s.certificate)
+                .filter(|c| !c.0.is_empty())
+                .map(|c| String::from_utf8_lossy(&c.0).into_owned()))
+        },
+    )
     .await
 }
 
@@ -196,5 +211,9 @@ pub async fn signed_serving_cert(cluster: &Cluster, node: &str) -> Result<(Strin
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -7,7 +7,7 @@ use local_cluster::Cluster;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::common::{approve_and_wait, create_serving_csr, serving_csr, unique};
+use crate::common::{approval, approve_and_wait, create_serving_csr, serving_csr, unique};
 
 fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
     rustls_pemfile::certs(&mut pem.as_bytes())
@@ -22,12 +22,19 @@ pub fn verify_server_cert(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Er
         roots.add(c).expect("CA certificate");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .expect("verifier");
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .expect("verifier");
     let chain = ders(cert_pem);
     verifier
-        .verify_server_cert(&chain[0], &chain[1..], &ServerName::try_from("127.0.0.1").expect("name"), &[], UnixTime::now())
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from("127.0.0.1").expect("name"),
+            &[],
+            UnixTime::now(),
+        )
         .map(|_| ())
 }
 
@@ -49,25 +56,23 @@ async fn daemon_serving_csr_is_allowed_and_signed_by_cluster_ca() -> anyhow::Res
     // The daemon may not approve its own CSR (no approve verb on any signer).
     let daemon_csrs: kube::Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
         kube::Api::all(cluster.daemon_client().await?);
-    let mut self_approved = created.clone();
-    self_approved.status = Some(k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus {
-        conditions: Some(vec![k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition {
-            type_: "Approved".into(),
-            status: "True".into(),
-            reason: Some("SelfApproved".into()),
-            ..Default::default()
-        }]),
-        certificate: None,
-    });
     let err = daemon_csrs
-        .replace_approval(&name, &kube::api::PostParams::default(), &self_approved)
+        .patch_approval(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(approval("SelfApproved")),
+        )
         .await
         .expect_err("the daemon must not approve CSRs");
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 403), "{err}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
 
     let cert = approve_and_wait(cluster, &name).await?;
     let ca = std::fs::read_to_string(cluster.ca_crt())?;
-    verify_server_cert(&ca, &cert).expect("the signed certificate chains to the cluster CA and covers 127.0.0.1");
+    verify_server_cert(&ca, &cert)
+        .expect("the signed certificate chains to the cluster CA and covers 127.0.0.1");
     // And not to an unrelated CA (the kubelet-client CA): the check above can fail.
     let other = std::fs::read_to_string(cluster.kubelet_client_ca_crt().expect("local cluster"))?;
     assert!(verify_server_cert(&other, &cert).is_err());

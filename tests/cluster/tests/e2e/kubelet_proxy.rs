@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use local_cluster::Cluster;
-use rcgen::{CertificateParams, DnType, DnValue, KeyPair};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -51,26 +51,31 @@ impl Drop for TestKubelet {
 }
 
 fn common_name(der: &CertificateDer<'_>) -> Option<String> {
-    let params = CertificateParams::from_ca_cert_der(der).ok()?;
-    match params.distinguished_name.get(&DnType::CommonName)? {
-        DnValue::Utf8String(s) => Some(s.clone()),
-        DnValue::PrintableString(s) => Some(s.as_str().to_string()),
-        other => Some(format!("{other:?}")),
-    }
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 /// Serves the kubelet API paths the apiserver proxies to, on 127.0.0.1, requiring a client
 /// certificate from `client_ca_pem` as a kubelet started with --client-ca-file does.
-async fn start_test_kubelet(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> anyhow::Result<TestKubelet> {
+async fn start_test_kubelet(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> anyhow::Result<TestKubelet> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut client_ca_pem.as_bytes()) {
         roots.add(c?)?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut key_pem.as_bytes())?.ok_or_else(|| anyhow::anyhow!("no key"))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())?
+        .ok_or_else(|| anyhow::anyhow!("no key"))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -85,7 +90,9 @@ async fn start_test_kubelet(cert_pem: &str, key_pem: &str, client_ca_pem: &str) 
     let (seen2, failures2) = (seen.clone(), tls_failures.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { break };
+            let Ok((tcp, _)) = listener.accept().await else {
+                break;
+            };
             let acceptor = acceptor.clone();
             let (seen, failures) = (seen2.clone(), failures2.clone());
             tokio::spawn(async move {
@@ -96,7 +103,12 @@ async fn start_test_kubelet(cert_pem: &str, key_pem: &str, client_ca_pem: &str) 
                         return;
                     }
                 };
-                let client_cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(common_name);
+                let client_cn = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(common_name);
                 let service = service_fn(move |req: Request<Incoming>| {
                     let seen = seen.clone();
                     let client_cn = client_cn.clone();
@@ -109,10 +121,19 @@ async fn start_test_kubelet(cert_pem: &str, key_pem: &str, client_ca_pem: &str) 
             });
         }
     });
-    Ok(TestKubelet { port, seen, tls_failures, task })
+    Ok(TestKubelet {
+        port,
+        seen,
+        tls_failures,
+        task,
+    })
 }
 
-fn handle(req: Request<Incoming>, client_cn: Option<String>, seen: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+fn handle(
+    req: Request<Incoming>,
+    client_cn: Option<String>,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Full<Bytes>> {
     let headers = req.headers();
     let stream_protocols = headers
         .get_all("x-stream-protocol-version")
@@ -124,7 +145,10 @@ fn handle(req: Request<Incoming>, client_cn: Option<String>, seen: &Mutex<Vec<Se
     seen.lock().expect("lock").push(Seen {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
-        upgrade: headers.get("upgrade").and_then(|v| v.to_str().ok()).map(str::to_string),
+        upgrade: headers
+            .get("upgrade")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         stream_protocols,
         client_cn,
     });
@@ -136,7 +160,10 @@ fn handle(req: Request<Incoming>, client_cn: Option<String>, seen: &Mutex<Vec<Se
                          "code": 403, "message": "test kubelet: exec request received" });
     let mut resp = Response::new(Full::new(Bytes::from(status.to_string())));
     *resp.status_mut() = StatusCode::FORBIDDEN;
-    resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -151,7 +178,8 @@ async fn pod_on(cluster: &Cluster, ns: &str, name: &str, node: &str) -> anyhow::
     let status = json!({ "status": { "phase": "Running", "containerStatuses": [{
         "name": "main", "image": "nginx", "imageID": "", "ready": true, "restartCount": 0,
         "state": { "running": { "startedAt": "2026-01-01T00:00:00Z" } } }] } });
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     Ok(())
 }
 
@@ -160,13 +188,15 @@ fn stderr_of(o: &std::process::Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apiserver_proxies_logs_and_exec_to_a_kubelet_with_a_csr_signed_cert() -> anyhow::Result<()> {
+async fn apiserver_proxies_logs_and_exec_to_a_kubelet_with_a_csr_signed_cert() -> anyhow::Result<()>
+{
     let cluster = Cluster::shared();
     let _logs = cluster.dump_logs_on_panic();
     let ns = cluster.new_namespace().await?;
     let node = unique("proxy-node");
     let (cert, key) = signed_serving_cert(cluster, &node).await?;
-    let client_ca = std::fs::read_to_string(cluster.kubelet_client_ca_crt().expect("local cluster"))?;
+    let client_ca =
+        std::fs::read_to_string(cluster.kubelet_client_ca_crt().expect("local cluster"))?;
     let kubelet = start_test_kubelet(&cert, &key, &client_ca).await?;
     register_node(cluster, &node, kubelet.port).await?;
     pod_on(cluster, &ns, "app", &node).await?;
@@ -175,42 +205,88 @@ async fn apiserver_proxies_logs_and_exec_to_a_kubelet_with_a_csr_signed_cert() -
         kubelet.seen.lock().expect("lock").clear();
         let c = cluster;
         let ns2 = ns.clone();
-        let logs = tokio::task::spawn_blocking(move || run_kubectl(c, minor, &["-n", &ns2, "logs", "app", "-c", "main"])).await?;
-        assert!(logs.status.success(), "kubectl {minor} logs: {}", stderr_of(&logs));
+        let logs = tokio::task::spawn_blocking(move || {
+            run_kubectl(c, minor, &["-n", &ns2, "logs", "app", "-c", "main"])
+        })
+        .await?;
+        assert!(
+            logs.status.success(),
+            "kubectl {minor} logs: {}",
+            stderr_of(&logs)
+        );
         assert_eq!(String::from_utf8_lossy(&logs.stdout), LOG_TEXT);
 
         let ns2 = ns.clone();
         let exec = tokio::task::spawn_blocking(move || {
-            run_kubectl(c, minor, &["-n", &ns2, "exec", "app", "-c", "main", "--", "echo", "hi"])
+            run_kubectl(
+                c,
+                minor,
+                &["-n", &ns2, "exec", "app", "-c", "main", "--", "echo", "hi"],
+            )
         })
         .await?;
         // The test kubelet refuses the stream after recording it; kubectl reports that.
         assert!(!exec.status.success());
 
         let seen = kubelet.seen.lock().expect("lock").clone();
-        let log_req = seen.iter().find(|s| s.uri.starts_with("/containerLogs/")).expect("logs request");
+        let log_req = seen
+            .iter()
+            .find(|s| s.uri.starts_with("/containerLogs/"))
+            .expect("logs request");
         assert_eq!(log_req.method, "GET");
         assert_eq!(log_req.uri, format!("/containerLogs/{ns}/app/main"));
         let exec_req = seen
             .iter()
             .find(|s| s.uri.starts_with(&format!("/exec/{ns}/app/main?")))
             .unwrap_or_else(|| panic!("kubectl {minor}: no exec request reached the kubelet: {seen:?}; kubectl said {}", stderr_of(&exec)));
-        assert!(exec_req.uri.contains("command=echo") && exec_req.uri.contains("command=hi"), "{exec_req:?}");
+        assert!(
+            exec_req.uri.contains("command=echo") && exec_req.uri.contains("command=hi"),
+            "{exec_req:?}"
+        );
         // Toward the kubelet the apiserver always speaks SPDY/3.1 ...
-        assert_eq!(exec_req.upgrade.as_deref(), Some("SPDY/3.1"), "{exec_req:?}");
-        assert!(exec_req.stream_protocols.iter().any(|p| p == "v4.channel.k8s.io"), "{exec_req:?}");
+        assert_eq!(
+            exec_req.upgrade.as_deref(),
+            Some("SPDY/3.1"),
+            "{exec_req:?}"
+        );
+        assert!(
+            exec_req
+                .stream_protocols
+                .iter()
+                .any(|p| p == "v4.channel.k8s.io"),
+            "{exec_req:?}"
+        );
         if minor == "1.33" {
             // ... and for a WebSocket client it translates, offering the v5 protocol kubectl asked for.
-            assert!(exec_req.stream_protocols.iter().any(|p| p == "v5.channel.k8s.io"), "{exec_req:?}");
+            assert!(
+                exec_req
+                    .stream_protocols
+                    .iter()
+                    .any(|p| p == "v5.channel.k8s.io"),
+                "{exec_req:?}"
+            );
         } else {
             // kubectl 1.27's SPDY request is passed through as it was sent: no v5.
-            assert!(!exec_req.stream_protocols.iter().any(|p| p == "v5.channel.k8s.io"), "{exec_req:?}");
+            assert!(
+                !exec_req
+                    .stream_protocols
+                    .iter()
+                    .any(|p| p == "v5.channel.k8s.io"),
+                "{exec_req:?}"
+            );
         }
         // Every request came over TLS with the apiserver's kubelet client certificate.
         for s in &seen {
-            assert_eq!(s.client_cn.as_deref(), Some(local_cluster::pki::APISERVER_KUBELET_CLIENT_CN), "{s:?}");
+            assert_eq!(
+                s.client_cn.as_deref(),
+                Some(local_cluster::pki::APISERVER_KUBELET_CLIENT_CN),
+                "{s:?}"
+            );
         }
-        eprintln!("kubectl {minor} exec: {}; kubelet saw {exec_req:?}", stderr_of(&exec).trim());
+        eprintln!(
+            "kubectl {minor} exec: {}; kubelet saw {exec_req:?}",
+            stderr_of(&exec).trim()
+        );
     }
     Ok(())
 }
@@ -224,20 +300,35 @@ async fn apiserver_refuses_a_kubelet_cert_not_signed_by_the_cluster_ca() -> anyh
     // Self-signed: right names, wrong issuer.
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), node.clone()])?;
-    params.distinguished_name.push(DnType::CommonName, format!("system:node:{node}"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("system:node:{node}"));
     let cert = params.self_signed(&key)?;
-    let client_ca = std::fs::read_to_string(cluster.kubelet_client_ca_crt().expect("local cluster"))?;
+    let client_ca =
+        std::fs::read_to_string(cluster.kubelet_client_ca_crt().expect("local cluster"))?;
     let kubelet = start_test_kubelet(&cert.pem(), &key.serialize_pem(), &client_ca).await?;
     register_node(cluster, &node, kubelet.port).await?;
     pod_on(cluster, &ns, "app", &node).await?;
 
     let c = cluster;
     let ns2 = ns.clone();
-    let logs = tokio::task::spawn_blocking(move || run_kubectl(c, "1.33", &["-n", &ns2, "logs", "app", "-c", "main"])).await?;
-    assert!(!logs.status.success(), "logs through an untrusted kubelet cert must fail");
+    let logs = tokio::task::spawn_blocking(move || {
+        run_kubectl(c, "1.33", &["-n", &ns2, "logs", "app", "-c", "main"])
+    })
+    .await?;
+    assert!(
+        !logs.status.success(),
+        "logs through an untrusted kubelet cert must fail"
+    );
     let err = stderr_of(&logs);
     assert!(err.contains("x509") || err.contains("certificate"), "{err}");
-    assert!(kubelet.seen.lock().expect("lock").is_empty(), "no request may pass an untrusted handshake");
-    assert!(!kubelet.tls_failures.lock().expect("lock").is_empty(), "the apiserver did try to connect");
+    assert!(
+        kubelet.seen.lock().expect("lock").is_empty(),
+        "no request may pass an untrusted handshake"
+    );
+    assert!(
+        !kubelet.tls_failures.lock().expect("lock").is_empty(),
+        "the apiserver did try to connect"
+    );
     Ok(())
 }

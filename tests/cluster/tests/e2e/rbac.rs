@@ -25,30 +25,53 @@ async fn daemon_service_account_gets_exactly_the_shipped_rbac() -> anyhow::Resul
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "registry" },
         "stringData": { "password": "hunter2" } }))?;
-    Api::<Secret>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &secret).await?;
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
 
     // Granted: one Secret by name (a pod's env), pods cluster-wide.
-    let got = Api::<Secret>::namespaced(daemon.clone(), &ns).get("registry").await?;
+    let got = Api::<Secret>::namespaced(daemon.clone(), &ns)
+        .get("registry")
+        .await?;
     assert!(got.data.is_some_and(|d| d.contains_key("password")));
-    Api::<Pod>::all(daemon.clone()).list(&ListParams::default().limit(1)).await?;
+    Api::<Pod>::all(daemon.clone())
+        .list(&ListParams::default().limit(1))
+        .await?;
 
     // Refused: listing Secrets cluster-wide (and in one namespace), creating pods,
     // touching ConfigMaps beyond get.
-    let err = Api::<Secret>::all(daemon.clone()).list(&ListParams::default()).await.expect_err("listing all Secrets must be refused");
+    let err = Api::<Secret>::all(daemon.clone())
+        .list(&ListParams::default())
+        .await
+        .expect_err("listing all Secrets must be refused");
     assert_eq!(status_code(&err), Some(403), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("system:serviceaccount:vk-stackpath:vk-stackpath"), "{msg}");
-    let err = Api::<Secret>::namespaced(daemon.clone(), &ns).list(&ListParams::default()).await.expect_err("listing Secrets must be refused");
+    assert!(
+        msg.contains("system:serviceaccount:vk-stackpath:vk-stackpath"),
+        "{msg}"
+    );
+    let err = Api::<Secret>::namespaced(daemon.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect_err("listing Secrets must be refused");
     assert_eq!(status_code(&err), Some(403), "{err}");
 
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "nope" },
         "spec": { "containers": [{ "name": "c", "image": "nginx" }] } }))?;
-    let err = Api::<Pod>::namespaced(daemon.clone(), &ns).create(&PostParams::default(), &pod).await.expect_err("creating pods must be refused");
+    let err = Api::<Pod>::namespaced(daemon.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect_err("creating pods must be refused");
     assert_eq!(status_code(&err), Some(403), "{err}");
 
-    let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}))?;
-    let err = Api::<ConfigMap>::namespaced(daemon.clone(), &ns).create(&PostParams::default(), &cm).await.expect_err("creating ConfigMaps must be refused");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+    )?;
+    let err = Api::<ConfigMap>::namespaced(daemon.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect_err("creating ConfigMaps must be refused");
     assert_eq!(status_code(&err), Some(403), "{err}");
     Ok(())
 }
