@@ -11,8 +11,9 @@ use local_cluster::Cluster;
 const MODE: &str = "LOCAL_CLUSTER_TEARDOWN_MODE";
 const PIDS: &str = "LOCAL_CLUSTER_TEARDOWN_PIDS";
 
-/// The child side: does nothing unless started by `no_component_survives_its_test_binary`.
+/// The child side, run only by `no_component_survives_its_test_binary`.
 #[test]
+#[ignore = "helper: run as a child process by no_component_survives_its_test_binary"]
 fn teardown_child() {
     let (Ok(mode), Ok(pid_file)) = (std::env::var(MODE), std::env::var(PIDS)) else {
         return;
@@ -26,6 +27,12 @@ fn teardown_child() {
     let tmp = format!("{pid_file}.tmp");
     std::fs::write(&tmp, pids.join("\n")).expect("writing pids");
     std::fs::rename(&tmp, &pid_file).expect("publishing pids");
+    // End only once the parent has seen the components alive.
+    let go = format!("{pid_file}.go");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !Path::new(&go).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     match mode.as_str() {
         "panic" => panic!("deliberate panic with a running cluster"),
         "kill" => std::thread::sleep(Duration::from_secs(300)),
@@ -50,6 +57,7 @@ fn run_child(mode: &str, dir: &Path) {
         .args([
             "--exact",
             "teardown_child",
+            "--include-ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -83,6 +91,8 @@ fn run_child(mode: &str, dir: &Path) {
         "{mode}: components run while the child lives"
     );
 
+    let go = dir.join(format!("{mode}.pids.go"));
+    std::fs::write(&go, "").expect("go file");
     if mode == "kill" {
         // SAFETY: SIGKILL to the child we spawned.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
