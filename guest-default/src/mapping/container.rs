@@ -1,0 +1,446 @@
+//! One Kubernetes container → one StackPath container spec.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::Findings;
+use super::probe::{map_handler, map_probe};
+use crate::api::Context;
+use crate::input::{Container, ContainerPort, EnvVar, SecurityContext};
+use crate::output::{
+    Capabilities, ContainerSpec, EnvVar as OutEnv, Lifecycle, Port, Resources,
+    SecurityContext as OutSecurityContext, VolumeMount,
+};
+use crate::quantity::Quantity;
+use crate::sizing::{SIZES, smallest_fitting};
+
+/// Service-discovery variables Kubernetes injects; meaningless on StackPath.
+const DROPPED_ENV: &[&str] = &[
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "KUBERNETES_SERVICE_PORT_HTTPS",
+    "KUBERNETES_PORT",
+    "KUBERNETES_PORT_443_TCP",
+    "KUBERNETES_PORT_443_TCP_ADDR",
+    "KUBERNETES_PORT_443_TCP_PORT",
+    "KUBERNETES_PORT_443_TCP_PROTO",
+];
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+pub(crate) fn map_container(
+    c: &Container,
+    path: &str,
+    ctx: &Context,
+    skipped_volumes: &BTreeMap<String, bool>,
+    f: &mut Findings,
+) -> Option<ContainerSpec> {
+    let before = f.violations.len();
+    if c.name.is_empty() {
+        f.violate(format!("{path}.name"), "every container needs a name");
+    }
+    let image = c.image.clone().unwrap_or_default();
+    if image.trim().is_empty() {
+        f.violate(
+            format!("{path}.image"),
+            format!("container `{}` has no image; set one", c.name),
+        );
+    }
+    let command = c.command.clone().unwrap_or_default();
+    let args = c.args.clone().unwrap_or_default();
+    if !args.is_empty() && command.is_empty() {
+        f.violate(
+            format!("{path}.args"),
+            format!(
+                "container `{}` has args but no command; StackPath cannot append args to an \
+                 image's entrypoint, so set command too",
+                c.name
+            ),
+        );
+    }
+    if !c.env_from.is_empty() {
+        f.warn(
+            format!("{path}.envFrom"),
+            "envFrom is not supported yet; list the variables in env with valueFrom",
+        );
+    }
+    let ports = map_ports(&c.ports, path, f);
+    let spec = ContainerSpec {
+        image,
+        command,
+        args,
+        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        env: map_env(&c.env, &c.name, path, ctx, f),
+        ports,
+        liveness_probe: map_probe(
+            c.liveness_probe.as_ref(),
+            &format!("{path}.livenessProbe"),
+            &c.ports,
+            f,
+        ),
+        readiness_probe: map_probe(
+            c.readiness_probe.as_ref(),
+            &format!("{path}.readinessProbe"),
+            &c.ports,
+            f,
+        ),
+        startup_probe: map_probe(
+            c.startup_probe.as_ref(),
+            &format!("{path}.startupProbe"),
+            &c.ports,
+            f,
+        ),
+        resources: map_resources(c, path, f),
+        volume_mounts: map_mounts(c, path, skipped_volumes, f),
+        lifecycle: c.lifecycle.as_ref().and_then(|l| {
+            let out = Lifecycle {
+                post_start: l.post_start.as_ref().and_then(|h| {
+                    map_handler(h, &format!("{path}.lifecycle.postStart"), &c.ports, f)
+                }),
+                pre_stop: l.pre_stop.as_ref().and_then(|h| {
+                    map_handler(h, &format!("{path}.lifecycle.preStop"), &c.ports, f)
+                }),
+            };
+            (out.post_start.is_some() || out.pre_stop.is_some()).then_some(out)
+        }),
+        termination_message_path: c
+            .termination_message_path
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: match c.termination_message_policy.as_deref() {
+            None | Some("") | Some("File") => "FILE",
+            Some("FallbackToLogsOnError") => "FALLBACK_TO_LOGS_ON_ERROR",
+            Some(other) => {
+                f.violate(
+                    format!("{path}.terminationMessagePolicy"),
+                    format!("`{other}` is not a policy; use File or FallbackToLogsOnError"),
+                );
+                "FILE"
+            }
+        },
+        image_pull_policy: map_pull_policy(c, path, f),
+        security_context: c
+            .security_context
+            .as_ref()
+            .and_then(|sc| map_security_context(sc, path, f)),
+    };
+    (f.violations.len() == before).then_some(spec)
+}
+
+fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<String, Port> {
+    let mut out = BTreeMap::new();
+    for (i, p) in ports.iter().enumerate() {
+        let ppath = format!("{path}.ports[{i}]");
+        let name = p
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let port = match p.container_port {
+            Some(n) if (1..=65535).contains(&n) => n,
+            Some(n) => {
+                f.violate(
+                    format!("{ppath}.containerPort"),
+                    format!("{n} is not between 1 and 65535"),
+                );
+                continue;
+            }
+            None => {
+                f.violate(
+                    format!("{ppath}.containerPort"),
+                    "containerPort is required",
+                );
+                continue;
+            }
+        };
+        let protocol = match p.protocol.as_deref() {
+            Some("UDP") => "UDP",
+            None | Some("") | Some("TCP") => "TCP",
+            Some(other) => {
+                f.warn(
+                    format!("{ppath}.protocol"),
+                    format!(
+                        "StackPath supports TCP and UDP; port {port} uses {other}, sent as TCP"
+                    ),
+                );
+                "TCP"
+            }
+        };
+        if out.contains_key(&name) {
+            let why = if p.name.as_deref().unwrap_or("").is_empty() {
+                "two unnamed ports both become `default` on StackPath; give each port a name"
+                    .to_string()
+            } else {
+                format!("port name `{name}` is used twice")
+            };
+            f.violate(format!("{ppath}.name"), why);
+            continue;
+        }
+        out.insert(name, Port { port, protocol });
+    }
+    out
+}
+
+fn map_env(
+    env: &[EnvVar],
+    container: &str,
+    path: &str,
+    ctx: &Context,
+    f: &mut Findings,
+) -> BTreeMap<String, OutEnv> {
+    let mut out = BTreeMap::new();
+    for (i, e) in env.iter().enumerate() {
+        if DROPPED_ENV.contains(&e.name.as_str()) {
+            continue;
+        }
+        let value = match &e.value_from {
+            None => OutEnv::Value(e.value.clone().unwrap_or_default()),
+            Some(source) => match ctx.resolved(container, &e.name) {
+                Some(r) if r.from_secret => OutEnv::SecretValue(String::new()),
+                Some(r) => OutEnv::Value(r.value.clone().unwrap_or_default()),
+                None if is_optional(source) => continue,
+                None => {
+                    f.violate(
+                        format!("{path}.env[{i}].valueFrom"),
+                        format!(
+                            "env `{}` of container `{container}` takes its value from elsewhere, \
+                             and the host did not resolve it",
+                            e.name
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        out.insert(e.name.clone(), value);
+    }
+    out
+}
+
+/// `configMapKeyRef` / `secretKeyRef` with `optional: true`: kubelet leaves the variable unset.
+fn is_optional(source: &Value) -> bool {
+    ["configMapKeyRef", "secretKeyRef"].iter().any(|k| {
+        source
+            .get(k)
+            .and_then(|r| r.get("optional"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    })
+}
+
+fn quantity(v: &Value, field: &str, container: &str, f: &mut Findings) -> Option<Quantity> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            f.violate(
+                field,
+                format!("container `{container}`: expected a quantity such as `500m` or `2Gi`, got {other}"),
+            );
+            return None;
+        }
+    };
+    match Quantity::parse(&text) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            f.violate(field, format!("container `{container}`: {e}"));
+            None
+        }
+    }
+}
+
+/// requests = limits = the smallest StackPath size holding max(request, limit).
+fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
+    let mut pick = |key: &str, default: Quantity| -> Quantity {
+        let mut best: Option<Quantity> = None;
+        for (kind, map) in [
+            ("requests", &c.resources.requests),
+            ("limits", &c.resources.limits),
+        ] {
+            if let Some(v) = map.get(key) {
+                let field = format!("{path}.resources.{kind}.{key}");
+                if let Some(q) = quantity(v, &field, &c.name, f) {
+                    best = Some(match best {
+                        Some(b) if b.cmp_exact(&q).is_ge() => b,
+                        _ => q,
+                    });
+                }
+            }
+        }
+        best.unwrap_or(default)
+    };
+    let cpu = pick("cpu", Quantity::units(1));
+    let memory = pick("memory", Quantity::gib(2));
+    for (kind, map) in [
+        ("requests", &c.resources.requests),
+        ("limits", &c.resources.limits),
+    ] {
+        for key in map.keys().filter(|k| *k != "cpu" && *k != "memory") {
+            f.warn(
+                format!("{path}.resources.{kind}.{key}"),
+                format!("StackPath sizes only cpu and memory; `{key}` is left out"),
+            );
+        }
+    }
+    let size = match smallest_fitting(&cpu, &memory) {
+        Ok(s) => s,
+        Err(largest) => {
+            f.warn(
+                format!("{path}.resources"),
+                format!(
+                    "container `{}` asks for more than the largest StackPath size ({}: {} cpu, \
+                     {}); it gets {}",
+                    c.name,
+                    largest.name,
+                    largest.cpu(),
+                    largest.memory(),
+                    largest.name
+                ),
+            );
+            SIZES[SIZES.len() - 1]
+        }
+    };
+    let figures = || BTreeMap::from([("cpu", size.cpu()), ("memory", size.memory())]);
+    Resources {
+        requests: figures(),
+        limits: figures(),
+    }
+}
+
+fn map_mounts(
+    c: &Container,
+    path: &str,
+    skipped: &BTreeMap<String, bool>,
+    f: &mut Findings,
+) -> Vec<VolumeMount> {
+    let mut out = Vec::new();
+    for (i, m) in c.volume_mounts.iter().enumerate() {
+        if m.mount_path == SERVICE_ACCOUNT_MOUNT {
+            continue;
+        }
+        match skipped.get(&m.name) {
+            Some(true) => continue,
+            Some(false) => {
+                f.warn(
+                    format!("{path}.volumeMounts[{i}]"),
+                    format!(
+                        "mount of `{}` at {} is left out: its volume is not supported",
+                        m.name, m.mount_path
+                    ),
+                );
+                continue;
+            }
+            None => {}
+        }
+        out.push(VolumeMount {
+            slug: m.name.clone(),
+            mount_path: m.mount_path.clone(),
+        });
+    }
+    out
+}
+
+fn map_pull_policy(c: &Container, path: &str, f: &mut Findings) -> Option<&'static str> {
+    let policy = match c.image_pull_policy.as_deref() {
+        None | Some("") => default_pull_policy(c.image.as_deref().unwrap_or("")),
+        Some(p) => p,
+    };
+    match policy {
+        "Always" => Some("ALWAYS"),
+        "IfNotPresent" => Some("IF_NOT_PRESENT"),
+        "Never" => {
+            f.warn(
+                format!("{path}.imagePullPolicy"),
+                "imagePullPolicy Never is not supported by StackPath (every instance pulls); \
+                 left out",
+            );
+            None
+        }
+        other => {
+            f.violate(
+                format!("{path}.imagePullPolicy"),
+                format!("`{other}` is not a pull policy; use Always or IfNotPresent"),
+            );
+            None
+        }
+    }
+}
+
+/// Kubernetes: `Always` when the tag is `latest` or absent (and no digest), else `IfNotPresent`.
+fn default_pull_policy(image: &str) -> &'static str {
+    let (name, has_digest) = match image.split_once('@') {
+        Some((n, _)) => (n, true),
+        None => (image, false),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) => "Always",
+        Some(_) => "IfNotPresent",
+        None if has_digest => "IfNotPresent",
+        None => "Always",
+    }
+}
+
+fn map_security_context(
+    sc: &SecurityContext,
+    path: &str,
+    f: &mut Findings,
+) -> Option<OutSecurityContext> {
+    let unsupported = [
+        ("privileged", sc.privileged == Some(true)),
+        ("seLinuxOptions", sc.se_linux_options.is_some()),
+        ("seccompProfile", sc.seccomp_profile.is_some()),
+        ("appArmorProfile", sc.app_armor_profile.is_some()),
+        (
+            "procMount",
+            sc.proc_mount.as_deref().is_some_and(|p| p != "Default"),
+        ),
+        ("windowsOptions", sc.windows_options.is_some()),
+    ];
+    for (field, set) in unsupported {
+        if set {
+            f.warn(
+                format!("{path}.securityContext.{field}"),
+                "not supported by StackPath; left out",
+            );
+        }
+    }
+    let capabilities = sc.capabilities.as_ref().and_then(|c| {
+        (!c.add.is_empty() || !c.drop.is_empty()).then(|| Capabilities {
+            add: c.add.clone(),
+            drop: c.drop.clone(),
+        })
+    });
+    let out = OutSecurityContext {
+        run_as_user: sc.run_as_user.map(|v| v.to_string()),
+        run_as_group: sc.run_as_group.map(|v| v.to_string()),
+        run_as_non_root: sc.run_as_non_root,
+        read_only_root_filesystem: sc.read_only_root_filesystem,
+        allow_privilege_escalation: sc.allow_privilege_escalation,
+        capabilities,
+    };
+    let empty = out.run_as_user.is_none()
+        && out.run_as_group.is_none()
+        && out.run_as_non_root.is_none()
+        && out.read_only_root_filesystem.is_none()
+        && out.allow_privilege_escalation.is_none()
+        && out.capabilities.is_none();
+    (!empty).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_pull_policy;
+
+    #[test]
+    fn pull_policy_defaults_follow_kubernetes() {
+        assert_eq!(default_pull_policy("nginx"), "Always");
+        assert_eq!(default_pull_policy("nginx:latest"), "Always");
+        assert_eq!(default_pull_policy("nginx:1.27"), "IfNotPresent");
+        assert_eq!(default_pull_policy("registry:5000/nginx"), "Always");
+        assert_eq!(default_pull_policy("registry:5000/nginx:1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("nginx@sha256:abc"), "IfNotPresent");
+    }
+}

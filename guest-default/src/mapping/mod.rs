@@ -1,0 +1,117 @@
+//! Pod → StackPath workload spec, per MAPPING.md. Pure: no I/O, no clock, no randomness.
+
+mod container;
+mod probe;
+mod runtime;
+mod volume;
+
+use std::collections::BTreeSet;
+
+use crate::api::{Context, Finding, Translation, Violations};
+use crate::input::Pod;
+use crate::output::WorkloadSpec;
+
+/// Annotations that are client bookkeeping, not intent: `kubectl apply` stores the whole
+/// manifest there, which would double every workload's size for nothing.
+const DROPPED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
+
+/// Collects what the mapping finds while it walks the pod.
+pub(crate) struct Findings {
+    pub warnings: Vec<Finding>,
+    pub violations: Vec<Finding>,
+}
+
+impl Findings {
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Finding::new(path, message));
+    }
+    pub fn violate(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.violations.push(Finding::new(path, message));
+    }
+}
+
+/// Translates a pod (JSON) into the workload spec, or says every reason it cannot.
+pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violations> {
+    let pod = parse(pod_json)?;
+    let mut f = Findings {
+        warnings: Vec::new(),
+        violations: Vec::new(),
+    };
+
+    if pod.spec.containers.is_empty() {
+        f.violate(
+            "spec.containers",
+            "the pod has no containers; a pod needs at least one",
+        );
+    }
+    let volumes = volume::map_volumes(&pod.spec.volumes, &mut f);
+    let mut spec = WorkloadSpec {
+        volume_claim_templates: volumes.claims,
+        runtime: runtime::map_runtime(&pod.spec, &mut f),
+        ..WorkloadSpec::default()
+    };
+    let groups = [
+        ("containers", &pod.spec.containers, &mut spec.containers),
+        (
+            "initContainers",
+            &pod.spec.init_containers,
+            &mut spec.init_containers,
+        ),
+    ];
+    for (field, containers, out) in groups {
+        let mut seen = BTreeSet::new();
+        for (i, c) in containers.iter().enumerate() {
+            let path = format!("spec.{field}[{i}]");
+            if !seen.insert(c.name.as_str()) {
+                f.violate(
+                    format!("{path}.name"),
+                    format!(
+                        "container name `{}` is used twice; names must be unique",
+                        c.name
+                    ),
+                );
+                continue;
+            }
+            let mapped = container::map_container(c, &path, ctx, &volumes.skipped, &mut f);
+            if let Some(m) = mapped {
+                out.insert(c.name.clone(), m);
+            }
+        }
+    }
+
+    if !f.violations.is_empty() {
+        return Err(f.violations);
+    }
+    let annotations = pod
+        .metadata
+        .annotations
+        .into_iter()
+        .filter(|(k, _)| !DROPPED_ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+    let spec = serde_json::to_value(&spec).map_err(|e| {
+        vec![Finding::new(
+            "spec",
+            format!("internal error serializing the workload spec: {e}"),
+        )]
+    })?;
+    Ok(Translation {
+        spec,
+        annotations,
+        warnings: f.warnings,
+    })
+}
+
+fn parse(pod_json: &str) -> Result<Pod, Violations> {
+    let de = &mut serde_json::Deserializer::from_str(pod_json);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![Finding::new(
+            path,
+            format!(
+                "the pod is not valid JSON of a Kubernetes Pod: {}",
+                e.inner()
+            ),
+        )]
+    })
+}

@@ -1,0 +1,99 @@
+//! `cargo bench -p vk-stackpath --bench policy`
+//!
+//! - `policy/wasm`: the default policy through the engine (fresh store and instance per call
+//!   from the pre-instantiated component, pooling allocator, output validation), on the
+//!   all-features fixture.
+//! - `policy/native`: the same mapping compiled natively (`guest-default` as a library), the
+//!   baseline measured in the same run.
+//! - `policy_load/compile` and `policy_load/load_cwasm`: loading the default policy from its
+//!   `.wasm` (Cranelift compile) and from a `.cwasm` made by `policy compile`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use vk_stackpath::manifest;
+use vk_stackpath::policy::{
+    CallContext, DEFAULT_POLICY_WASM, Limits, PolicyEngine, PolicySource, precompile,
+};
+use vk_stackpath::resolve;
+
+const POD: &str = include_str!("../tests/golden/all-features.pod.yaml");
+const OBJECTS: &str = include_str!("../tests/golden/objects.yaml");
+
+fn fixture() -> (String, CallContext) {
+    let mut pod = manifest::read_pod("all-features", POD).unwrap();
+    pod.bind("stackpath-edge-provider-dfw");
+    let objects = manifest::read_objects("objects", OBJECTS).unwrap();
+    let resolved = resolve::resolve(&pod.pod, &objects).unwrap();
+    let ctx = CallContext {
+        node_name: "stackpath-edge-provider-dfw".into(),
+        city_code: "DFW".into(),
+        stack_id: "bench".into(),
+        env: resolved.env,
+    };
+    (pod.json, ctx)
+}
+
+fn native_ctx(ctx: &CallContext) -> guest_default::api::Context {
+    guest_default::api::Context {
+        node_name: ctx.node_name.clone(),
+        city_code: ctx.city_code.clone(),
+        stack_id: ctx.stack_id.clone(),
+        env: ctx
+            .env
+            .iter()
+            .map(|e| guest_default::api::ResolvedEnv {
+                container: e.container.clone(),
+                name: e.name.clone(),
+                value: e.value.clone(),
+                from_secret: e.from_secret,
+            })
+            .collect(),
+    }
+}
+
+fn translate(c: &mut Criterion) {
+    let (pod, ctx) = fixture();
+    let engine = PolicyEngine::builtin(Limits {
+        cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+        ..Limits::default()
+    })
+    .unwrap();
+    let nctx = native_ctx(&ctx);
+    // Both must succeed on the fixture, or the comparison means nothing.
+    engine.translate(&pod, &ctx).unwrap();
+    guest_default::translate(&pod, &nctx).unwrap();
+
+    let mut g = c.benchmark_group("policy");
+    g.bench_function("wasm", |b| b.iter(|| engine.translate(&pod, &ctx).unwrap()));
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            // The component also serializes the spec to JSON for the boundary.
+            let t = guest_default::translate(&pod, &nctx).unwrap();
+            t.spec.to_string()
+        })
+    });
+    g.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let limits = Limits::default();
+    let cwasm = precompile(DEFAULT_POLICY_WASM, &limits).unwrap();
+    let mut g = c.benchmark_group("policy_load");
+    g.sample_size(10);
+    g.bench_function("compile", |b| {
+        b.iter(|| PolicyEngine::builtin(limits.clone()).unwrap())
+    });
+    g.bench_function("load_cwasm", |b| {
+        b.iter(|| {
+            PolicyEngine::load(
+                PolicySource::File("default.cwasm".into()),
+                &cwasm,
+                limits.clone(),
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, translate, load);
+criterion_main!(benches);

@@ -1,0 +1,143 @@
+//! clap definitions and dispatch.
+
+mod policy;
+mod translate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vk_stackpath::policy::{Limits, PolicyEngine, PolicyError};
+
+#[derive(Parser)]
+#[command(
+    name = "vk-stackpath",
+    version,
+    about = "Virtual Kubelet for StackPath Edge Compute, with a WebAssembly placement policy",
+    after_help = "Examples:\n  \
+      vk-stackpath translate examples/pods/web.yaml\n  \
+      vk-stackpath translate pod.yaml --objects secrets.yaml --policy my-policy.wasm\n  \
+      vk-stackpath policy check my-policy.wasm\n  \
+      vk-stackpath policy compile my-policy.wasm -o my-policy.cwasm"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VK_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing syntax), e.g. `info` or `vk_stackpath=debug,policy=trace`.
+    #[arg(long, global = true, default_value = "warn", env = "VK_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Translate a Pod into the StackPath workload that would be created for it.
+    Translate(translate::TranslateArgs),
+    /// Inspect, check and precompile policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+/// Policy selection and sandbox limits, shared by the commands that run a policy.
+#[derive(clap::Args, Clone)]
+pub struct PolicyArgs {
+    /// A policy component (`.wasm`) or one precompiled by `policy compile` (`.cwasm`);
+    /// the built-in default policy when absent.
+    #[arg(long, env = "VK_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Time one policy call may take, e.g. `500ms`, `2s`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub policy_timeout: std::time::Duration,
+    /// Memory one policy instance may use, in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub policy_memory_mib: usize,
+    /// Where compiled policies are cached [default: $XDG_CACHE_HOME/vk-stackpath/policies,
+    /// else ~/.cache/vk-stackpath/policies].
+    #[arg(long, env = "VK_POLICY_CACHE_DIR")]
+    pub policy_cache_dir: Option<PathBuf>,
+    /// Compile the policy every time instead of caching the compiled code.
+    #[arg(long)]
+    pub no_policy_cache: bool,
+}
+
+impl PolicyArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.policy_timeout,
+            memory_bytes: self.policy_memory_mib << 20,
+            max_concurrent: 2,
+            cache_dir: if self.no_policy_cache {
+                None
+            } else {
+                self.policy_cache_dir.clone().or_else(default_cache_dir)
+            },
+        }
+    }
+
+    pub fn load(&self) -> Result<PolicyEngine, PolicyError> {
+        match &self.policy {
+            Some(path) => PolicyEngine::from_file(path, self.limits()),
+            None => PolicyEngine::builtin(self.limits()),
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("vk-stackpath/policies"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 500ms or 2s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}`; use ms, s or m")),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    let result = match cli.command {
+        Command::Translate(args) => translate::run(args),
+        Command::Policy(cmd) => policy::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

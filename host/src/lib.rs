@@ -1,0 +1,16 @@
+//! vk-stackpath: a Virtual Kubelet for StackPath Edge Compute.
+//!
+//! - [`policy`]: the WebAssembly policy engine (load, sandbox, validate).
+//! - [`resolve`]: a pod's references (ConfigMaps, Secrets, fields, pull secrets).
+//! - [`workload`]: the host-owned parts of a workload (identity, network, credentials).
+//! - [`translation`]: pod → workload, the path shared by the daemon and the CLI.
+//! - [`manifest`]: reading pods and objects from YAML/JSON files.
+
+pub mod manifest;
+pub mod policy;
+pub mod resolve;
+pub mod translation;
+pub mod workload;
+
+/// The daemon's version, reported as the node's kubelet version and in the user agent.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,362 @@
+//! Loading a policy once and running it per pod, each call in a fresh, limited instance.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::bindings::{
+    self, CONTRACT_PACKAGE, CONTRACT_VERSION, Policy, PolicyPre, TRANSLATOR_EXPORT,
+};
+use super::error::{PolicyError, Violation};
+use super::sandbox::{CallState, EPOCH_TICK, EpochTicker, Gate, Limits};
+use super::validate::{self, Translated};
+
+/// The default policy, built from `guest-default/` by `build.rs` and embedded.
+pub const DEFAULT_POLICY_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/default-policy.wasm"));
+
+/// Where a policy comes from, for messages and logs.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// The built-in default policy.
+    Builtin,
+    /// A `.wasm` component or a `.cwasm` made by `vk-stackpath policy compile`.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Builtin => f.write_str("built-in default"),
+            PolicySource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// What a policy says about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// The contract it was built against.
+    pub contract: String,
+}
+
+/// Inputs the host gives a policy besides the pod.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub node_name: String,
+    pub city_code: String,
+    pub stack_id: String,
+    pub env: Vec<ResolvedEnv>,
+}
+
+/// An env value resolved by the host. Secret values never reach the policy: only the fact
+/// that the value is a Secret's.
+#[derive(Debug, Clone)]
+pub struct ResolvedEnv {
+    pub container: String,
+    pub name: String,
+    /// `None` when `from_secret`.
+    pub value: Option<String>,
+    pub from_secret: bool,
+}
+
+/// A loaded policy, ready to translate pods; cheap to clone and safe to share across threads.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    pre: PolicyPre<CallState>,
+    label: Arc<str>,
+    info: PolicyInfo,
+    limits: Limits,
+    gate: Gate,
+    // Declared last: dropped after everything that uses the engine.
+    _ticker: EpochTicker,
+}
+
+impl PolicyEngine {
+    /// The built-in default policy.
+    pub fn builtin(limits: Limits) -> Result<Self, PolicyError> {
+        Self::load(PolicySource::Builtin, DEFAULT_POLICY_WASM, limits)
+    }
+
+    /// A policy file: a component (`.wasm`) or a precompiled one (`.cwasm`).
+    pub fn from_file(path: &std::path::Path, limits: Limits) -> Result<Self, PolicyError> {
+        let source = PolicySource::File(path.to_path_buf());
+        let bytes = std::fs::read(path).map_err(|e| PolicyError::Load {
+            policy: source.to_string(),
+            reason: format!("cannot read the file: {e}"),
+        })?;
+        Self::load(source, &bytes, limits)
+    }
+
+    /// Loads a policy from bytes: compiles it (or loads it precompiled), checks its contract
+    /// version and imports, pre-instantiates it and asks it for its `info`.
+    pub fn load(source: PolicySource, bytes: &[u8], limits: Limits) -> Result<Self, PolicyError> {
+        let label: Arc<str> = source.to_string().into();
+        let load_err = |reason: String| PolicyError::Load {
+            policy: label.to_string(),
+            reason,
+        };
+        let engine = new_engine(&limits).map_err(|e| load_err(format!("{e:#}")))?;
+        let started = Instant::now();
+        let component = match Engine::detect_precompiled(bytes) {
+            Some(wasmtime::Precompiled::Component) => {
+                // SAFETY: a `.cwasm` holds native code. Only files written by `vk-stackpath
+                // policy compile` are meant to be given here (the operator's own artifact, as
+                // trusted as the daemon binary); wasmtime checks that it was made by this very
+                // wasmtime version with these settings and refuses it otherwise.
+                unsafe { Component::deserialize(&engine, bytes) }.map_err(|e| {
+                    load_err(format!(
+                        "the precompiled policy does not fit this daemon ({e:#}); run \
+                         `vk-stackpath policy compile` again with this release"
+                    ))
+                })?
+            }
+            Some(wasmtime::Precompiled::Module) => {
+                return Err(load_err(
+                    "this is a precompiled core module, not a component; build the policy for \
+                     wasm32-wasip2 (see docs/policies.md)"
+                        .into(),
+                ));
+            }
+            None => super::cache::compile(&engine, bytes, limits.cache_dir.as_deref()).map_err(|e| {
+                load_err(format!(
+                    "not a valid WebAssembly component ({e:#}); build it for wasm32-wasip2 with \
+                     wit-bindgen against wit/policy.wit"
+                ))
+            })?,
+        };
+        tracing::debug!(policy = %label, elapsed = ?started.elapsed(), "policy compiled");
+        check_contract(&engine, &component, &label)?;
+
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| load_err(format!("{e:#}")))?;
+        Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| load_err(format!("{e:#}")))?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            load_err(format!(
+                "it needs something the sandbox does not provide ({e:#}); policies get no \
+                 network, files or environment"
+            ))
+        })?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(&engine)
+            .map_err(|e| load_err(format!("cannot start the deadline thread: {e}")))?;
+
+        let mut engine = PolicyEngine {
+            inner: Arc::new(Inner {
+                engine,
+                pre,
+                label: label.clone(),
+                info: PolicyInfo {
+                    name: String::new(),
+                    version: String::new(),
+                    description: String::new(),
+                    contract: format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION}"),
+                },
+                gate: Gate::new(limits.max_concurrent),
+                limits,
+                _ticker: ticker,
+            }),
+        };
+        let info =
+            engine.call(|store, policy| policy.stackpath_policy_translator().call_info(store))?;
+        let inner = Arc::get_mut(&mut engine.inner).expect("not shared yet");
+        inner.info.name = info.name;
+        inner.info.version = info.version;
+        inner.info.description = info.description;
+        tracing::info!(
+            policy = %label,
+            name = %inner.info.name,
+            version = %inner.info.version,
+            "policy loaded"
+        );
+        Ok(engine)
+    }
+
+    pub fn info(&self) -> &PolicyInfo {
+        &self.inner.info
+    }
+
+    /// Where the policy came from (`built-in default` or its path).
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Runs the policy on one pod and validates what it returns.
+    pub fn translate(&self, pod_json: &str, ctx: &CallContext) -> Result<Translated, PolicyError> {
+        let wit_ctx = bindings::Context {
+            node_name: ctx.node_name.clone(),
+            city_code: ctx.city_code.clone(),
+            stack_id: ctx.stack_id.clone(),
+            env: ctx
+                .env
+                .iter()
+                .map(|e| bindings::ResolvedEnv {
+                    container: e.container.clone(),
+                    name: e.name.clone(),
+                    // Belt and braces: never hand a Secret's value to a policy.
+                    value: if e.from_secret { None } else { e.value.clone() },
+                    from_secret: e.from_secret,
+                })
+                .collect(),
+        };
+        let result = self.call(|store, policy| {
+            policy
+                .stackpath_policy_translator()
+                .call_translate(store, pod_json, &wit_ctx)
+        })?;
+        match result {
+            Ok(t) => validate::translation(&self.inner.label, t, ctx),
+            Err(rejection) => Err(PolicyError::Rejected {
+                policy: self.inner.label.to_string(),
+                violations: rejection
+                    .violations
+                    .into_iter()
+                    .map(|v| Violation {
+                        path: v.path,
+                        message: v.message,
+                    })
+                    .take(validate::MAX_FINDINGS)
+                    .collect(),
+            }),
+        }
+    }
+
+    /// One call in a fresh store: instantiate from the pre-instantiated component, run `f`,
+    /// drop everything. Traps, timeouts and memory exhaustion become typed errors.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<CallState>, &Policy) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        let inner = &*self.inner;
+        let _permit = inner.gate.acquire();
+        let mut store = Store::new(
+            &inner.engine,
+            CallState::new(inner.label.clone(), &inner.limits),
+        );
+        store.limiter(|s| &mut s.limiter);
+        let ticks = inner.limits.timeout.as_micros() / EPOCH_TICK.as_micros() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let result = inner
+            .pre
+            .instantiate(&mut store)
+            .and_then(|policy| f(&mut store, &policy));
+        store.data().flush_stdio();
+        result.map_err(|e| self.classify(e, store.data().limiter.memory_denied))
+    }
+
+    fn classify(&self, e: wasmtime::Error, memory_denied: bool) -> PolicyError {
+        let policy = self.inner.label.to_string();
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PolicyError::Timeout {
+                policy,
+                limit: self.inner.limits.timeout,
+            };
+        }
+        if memory_denied {
+            return PolicyError::OutOfMemory {
+                policy,
+                limit_mib: (self.inner.limits.memory_bytes >> 20) as u64,
+            };
+        }
+        PolicyError::Trap {
+            policy,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+/// One engine per policy: compiled code and the instance pool are tied to it.
+fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let slots = limits.max_concurrent.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    // A wasip2 component holds a few core instances (the program, the WASI adapter, shims),
+    // each with a memory and tables; leave room for that per slot.
+    pool.total_component_instances(slots);
+    pool.total_core_instances(slots * 16);
+    pool.total_memories(slots * 4);
+    pool.total_tables(slots * 16);
+    pool.max_memory_size(limits.memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Precompiles a component for this daemon (`vk-stackpath policy compile`).
+pub fn precompile(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, PolicyError> {
+    let engine = new_engine(limits).map_err(|e| PolicyError::Load {
+        policy: "input".into(),
+        reason: format!("{e:#}"),
+    })?;
+    engine
+        .precompile_component(bytes)
+        .map_err(|e| PolicyError::Load {
+            policy: "input".into(),
+            reason: format!("not a valid WebAssembly component: {e:#}"),
+        })
+}
+
+/// Refuses, with a message naming both versions, a policy built against another contract.
+fn check_contract(engine: &Engine, component: &Component, label: &str) -> Result<(), PolicyError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    if exports.iter().any(|n| n == TRANSLATOR_EXPORT) {
+        // Imports of our own package must be this version too (e.g. `log`).
+        for (name, item) in ty.imports(engine) {
+            if let Some(rest) = name.strip_prefix(&format!("{CONTRACT_PACKAGE}/"))
+                && let Some((_, version)) = rest.split_once('@')
+                && version != CONTRACT_VERSION
+                && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            {
+                return Err(PolicyError::IncompatibleContract {
+                    policy: label.to_string(),
+                    found: format!("{CONTRACT_PACKAGE}@{version}"),
+                    speaks: CONTRACT_VERSION.to_string(),
+                });
+            }
+        }
+        return Ok(());
+    }
+    let prefix = format!("{CONTRACT_PACKAGE}/translator@");
+    if let Some(found) = exports.iter().find_map(|n| n.strip_prefix(&prefix)) {
+        return Err(PolicyError::IncompatibleContract {
+            policy: label.to_string(),
+            found: format!("{CONTRACT_PACKAGE}@{found}"),
+            speaks: CONTRACT_VERSION.to_string(),
+        });
+    }
+    Err(PolicyError::Load {
+        policy: label.to_string(),
+        reason: format!(
+            "it does not export `{TRANSLATOR_EXPORT}` (it exports: {}); a policy implements the \
+             `policy` world of wit/policy.wit",
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            }
+        ),
+    })
+}

@@ -1,0 +1,111 @@
+//! Pod → workload, end to end on the host side: read the pod, resolve its references, run the
+//! policy, assemble the workload. The daemon and `vk-stackpath translate` share this path.
+
+use k8s_openapi::api::core::v1::Pod;
+use stackpath_client::model::Workload;
+
+use crate::policy::{CallContext, PolicyEngine, PolicyError, Violation};
+use crate::resolve::{self, Objects};
+use crate::workload::{self, Identity};
+
+/// Where the workload will run.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub node_name: String,
+    pub city_code: String,
+    pub stack_id: String,
+}
+
+/// A workload ready to create, and what the user should hear about it.
+#[derive(Debug)]
+pub struct Translated {
+    pub workload: Workload,
+    pub warnings: Vec<Violation>,
+    pub identity: Identity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    /// The pod itself is wrong (name too long, a missing Secret, …).
+    #[error("{}", join(.0))]
+    Pod(Vec<Violation>),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+impl TranslateError {
+    pub fn violations(&self) -> &[Violation] {
+        match self {
+            TranslateError::Pod(v) => v,
+            TranslateError::Policy(p) => p.violations(),
+        }
+    }
+}
+
+fn join(v: &[Violation]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Runs the whole translation. `pod_json` is the pod as given to the policy (as the user
+/// wrote it or as the API server stored it); `pod` is the same pod, typed.
+pub fn translate(
+    engine: &PolicyEngine,
+    pod: &Pod,
+    pod_json: &str,
+    objects: &Objects,
+    placement: &Placement,
+) -> Result<Translated, TranslateError> {
+    let identity = Identity {
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+        node_name: placement.node_name.clone(),
+        city_code: placement.city_code.clone(),
+    };
+    let mut problems = Vec::new();
+    if identity.pod_name.is_empty() {
+        problems.push(Violation {
+            path: "metadata.name".into(),
+            message: "the pod has no name".into(),
+        });
+    }
+    if let Err(v) = identity.slug() {
+        problems.push(v);
+    }
+    let resolved = match resolve::resolve(pod, objects) {
+        Ok(r) => Some(r),
+        Err(mut v) => {
+            problems.append(&mut v);
+            None
+        }
+    };
+    let Some(resolved) = resolved.filter(|_| problems.is_empty()) else {
+        return Err(TranslateError::Pod(problems));
+    };
+    let ctx = CallContext {
+        node_name: placement.node_name.clone(),
+        city_code: placement.city_code.clone(),
+        stack_id: placement.stack_id.clone(),
+        env: resolved.env,
+    };
+    let out = engine.translate(pod_json, &ctx)?;
+    let warnings = out.warnings.clone();
+    let workload = workload::assemble(
+        &identity,
+        out,
+        &resolved.secret_env,
+        resolved.pull_credentials,
+    )
+    .map_err(|v| TranslateError::Pod(vec![v]))?;
+    Ok(Translated {
+        workload,
+        warnings,
+        identity,
+    })
+}
