@@ -230,10 +230,10 @@ async fn patch_workload(
 async fn delete_workload(
     State(app): State<AppState>,
     Path((stack_id, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     app.check_stack(&stack_id)?;
     app.delete_workload(&stack_id, &id)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(no_content())
 }
 
 async fn list_instances(
@@ -267,10 +267,19 @@ async fn get_instance(
 async fn restart_instance(
     State(app): State<AppState>,
     Path((stack_id, id, name)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     app.check_stack(&stack_id)?;
     app.act_on_instances(Some(&stack_id), &id, Some(&name), false)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(no_content())
+}
+
+/// 204 with the API's declared media type (the spec's `produces` is application/json).
+fn no_content() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(http::header::CONTENT_TYPE, "application/json")],
+    )
+        .into_response()
 }
 
 async fn list_locations(
