@@ -32,6 +32,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(p).display());
     }
 
+    ensure_wasm_target();
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
@@ -72,6 +73,26 @@ fn main() {
         &target_dir.join("wasm32-wasip2/release/guest_default.wasm"),
         &out,
     );
+}
+
+/// A toolchain file lists `wasm32-wasip2`, but rustup adds listed targets only when it installs
+/// the toolchain; on a machine that already had 1.95.0 the target is missing. Add it (the same
+/// idempotent `rustup target add` the README's setup runs) so that a fresh clone builds.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let present = sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir());
+    if present {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
 }
 
 fn copy(from: &Path, to: &Path) {

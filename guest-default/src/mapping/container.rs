@@ -388,25 +388,20 @@ fn map_security_context(
     path: &str,
     f: &mut Findings,
 ) -> Option<OutSecurityContext> {
-    let unsupported = [
-        ("privileged", sc.privileged == Some(true)),
-        ("seLinuxOptions", sc.se_linux_options.is_some()),
-        ("seccompProfile", sc.seccomp_profile.is_some()),
-        ("appArmorProfile", sc.app_armor_profile.is_some()),
-        (
-            "procMount",
-            sc.proc_mount.as_deref().is_some_and(|p| p != "Default"),
-        ),
-        ("windowsOptions", sc.windows_options.is_some()),
-    ];
-    for (field, set) in unsupported {
-        if set {
-            f.warn(
-                format!("{path}.securityContext.{field}"),
-                "not supported by StackPath; left out",
-            );
-        }
-    }
+    f.warn_unsupported(
+        &format!("{path}.securityContext"),
+        &[
+            ("privileged", sc.privileged == Some(true)),
+            ("seLinuxOptions", sc.se_linux_options.is_some()),
+            ("seccompProfile", sc.seccomp_profile.is_some()),
+            ("appArmorProfile", sc.app_armor_profile.is_some()),
+            (
+                "procMount",
+                sc.proc_mount.as_deref().is_some_and(|p| p != "Default"),
+            ),
+            ("windowsOptions", sc.windows_options.is_some()),
+        ],
+    );
     let capabilities = sc.capabilities.as_ref().and_then(|c| {
         (!c.add.is_empty() || !c.drop.is_empty()).then(|| Capabilities {
             add: c.add.clone(),

@@ -25,6 +25,17 @@ impl Findings {
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Finding::new(path, message));
     }
+    /// Warns about each set field StackPath has no equivalent for.
+    pub fn warn_unsupported(&mut self, prefix: &str, fields: &[(&str, bool)]) {
+        for (field, set) in fields {
+            if *set {
+                self.warn(
+                    format!("{prefix}.{field}"),
+                    "not supported by StackPath; left out",
+                );
+            }
+        }
+    }
     pub fn violate(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.violations.push(Finding::new(path, message));
     }

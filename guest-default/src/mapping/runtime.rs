@@ -48,22 +48,17 @@ pub(crate) fn map_runtime(spec: &PodSpec, f: &mut Findings) -> Option<RuntimeSet
         }),
         share_process_namespace: spec.share_process_namespace.unwrap_or(false),
         security_context: spec.security_context.as_ref().and_then(|sc| {
-            let unsupported = [
-                ("fsGroup", sc.fs_group.is_some()),
-                ("fsGroupChangePolicy", sc.fs_group_change_policy.is_some()),
-                ("seLinuxOptions", sc.se_linux_options.is_some()),
-                ("seccompProfile", sc.seccomp_profile.is_some()),
-                ("appArmorProfile", sc.app_armor_profile.is_some()),
-                ("windowsOptions", sc.windows_options.is_some()),
-            ];
-            for (field, set) in unsupported {
-                if set {
-                    f.warn(
-                        format!("spec.securityContext.{field}"),
-                        "not supported by StackPath; left out",
-                    );
-                }
-            }
+            f.warn_unsupported(
+                "spec.securityContext",
+                &[
+                    ("fsGroup", sc.fs_group.is_some()),
+                    ("fsGroupChangePolicy", sc.fs_group_change_policy.is_some()),
+                    ("seLinuxOptions", sc.se_linux_options.is_some()),
+                    ("seccompProfile", sc.seccomp_profile.is_some()),
+                    ("appArmorProfile", sc.app_armor_profile.is_some()),
+                    ("windowsOptions", sc.windows_options.is_some()),
+                ],
+            );
             let out = PodSecurityContext {
                 run_as_user: sc.run_as_user.map(|v| v.to_string()),
                 run_as_group: sc.run_as_group.map(|v| v.to_string()),
