@@ -91,7 +91,10 @@ enum Answer {
 
 /// What one HTTP attempt produced.
 enum Outcome {
-    Done(Answer),
+    Done {
+        status: u16,
+        answer: Answer,
+    },
     Status {
         status: u16,
         retry_after: Option<Duration>,
@@ -559,7 +562,7 @@ impl Client {
                 .instrument(span)
                 .await;
             match outcome {
-                Outcome::Done(answer) => return Ok(answer),
+                Outcome::Done { answer, .. } => return Ok(answer),
                 Outcome::Status { status: 401, .. } if call.auth && !reauthenticated => {
                     // The token was rejected (revoked, or expired early): get a new one once.
                     if let Some(t) = &token {
@@ -667,7 +670,10 @@ impl Client {
                     source: None,
                 },
                 Ok(Err(e)) => failed(e, timeout),
-                Ok(Ok(resp)) if resp.status().is_success() => Outcome::Done(Answer::Stream(resp)),
+                Ok(Ok(resp)) if resp.status().is_success() => Outcome::Done {
+                    status: resp.status().as_u16(),
+                    answer: Answer::Stream(resp),
+                },
                 Ok(Ok(resp)) => match tokio::time::timeout(timeout, read_status(resp)).await {
                     Ok(o) => o,
                     Err(_) => Outcome::Failed {
@@ -680,22 +686,23 @@ impl Client {
         } else {
             match req.timeout(timeout).send().await {
                 Err(e) => failed(e, timeout),
-                Ok(resp) if resp.status().is_success() => match resp.bytes().await {
-                    Ok(body) => Outcome::Done(Answer::Full(body)),
-                    Err(e) => failed(e, timeout),
-                },
+                Ok(resp) if resp.status().is_success() => {
+                    let status = resp.status().as_u16();
+                    match resp.bytes().await {
+                        Ok(body) => Outcome::Done {
+                            status,
+                            answer: Answer::Full(body),
+                        },
+                        Err(e) => failed(e, timeout),
+                    }
+                }
                 Ok(resp) => read_status(resp).await,
             }
         };
         let elapsed = start.elapsed();
         let status = match &outcome {
-            Outcome::Done(Answer::Full(_)) | Outcome::Done(Answer::Stream(_)) => None,
-            Outcome::Status { status, .. } => Some(*status),
+            Outcome::Done { status, .. } | Outcome::Status { status, .. } => Some(*status),
             Outcome::Failed { .. } => None,
-        };
-        let status = match &outcome {
-            Outcome::Done(_) => Some(success_status(call)),
-            _ => status,
         };
         match &outcome {
             Outcome::Failed { message, sent, .. } => tracing::debug!(
@@ -775,16 +782,6 @@ impl Client {
             },
             other => other,
         }
-    }
-}
-
-/// The status an observer sees for a success. `reqwest` consumed the real one with the body;
-/// 2xx is all the retry logic needs, so report the spec's documented success code.
-fn success_status(call: &Call) -> u16 {
-    match call.method {
-        Method::DELETE => 204,
-        Method::POST if call.op == routes::RESTART_INSTANCE => 204,
-        _ => 200,
     }
 }
 

@@ -247,6 +247,9 @@ async fn every_operation_round_trips() {
         .await
         .expect("metrics");
     assert!(!metrics.series().is_empty(), "{metrics:?}");
+    let cpu = metrics.latest("cpu").expect("cpu sample");
+    let memory = metrics.latest("memory").expect("memory sample");
+    assert!(cpu > 0.0 && memory > 0.0, "cpu {cpu} memory {memory}");
 
     // PUT replaces the spec.
     let mut changed = got.clone();

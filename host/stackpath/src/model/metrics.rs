@@ -41,6 +41,18 @@ impl Metrics {
         }
         out
     }
+
+    /// The most recent sample of the series named `name` (its `__name__` label, e.g. `cpu` in
+    /// cores or `memory` in bytes for `type=INSTANCE`), across all series of that name.
+    pub fn latest(&self, name: &str) -> Option<f64> {
+        self.series()
+            .into_iter()
+            .filter(|(labels, _)| labels.get("__name__").map(String::as_str) == Some(name))
+            .flat_map(|(_, samples)| samples)
+            .filter_map(|s| Some((s.unix_time.as_deref()?.parse::<f64>().ok()?, s.as_f64()?)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, v)| v)
+    }
 }
 
 /// `prometheusMetricsStatus`. Unknown values read as `Error`, so they are never taken for data.
@@ -224,5 +236,57 @@ impl MetricsQuery {
             q.push(("grouping", g.clone()));
         }
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_picks_the_newest_sample_of_the_named_series() {
+        let m: Metrics = serde_json::from_value(serde_json::json!({
+            "status": "SUCCESS",
+            "data": {"matrix": {"results": [
+                {"metric": {"__name__": "cpu", "instance_name": "a"},
+                 "values": [{"unixTime": "100", "value": "0.5"}, {"unixTime": "160", "value": "0.75"}]},
+                {"metric": {"__name__": "memory", "instance_name": "a"},
+                 "values": [{"unixTime": "160", "value": "1048576"}]}
+            ]}}
+        }))
+        .expect("metrics");
+        assert_eq!(m.latest("cpu"), Some(0.75));
+        assert_eq!(m.latest("memory"), Some(1_048_576.0));
+        assert_eq!(m.latest("disk"), None);
+    }
+
+    #[test]
+    fn query_uses_spec_parameter_names() {
+        let t = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .expect("t")
+            .to_utc();
+        let mut q = MetricsQuery::instance("w", "i", t, t);
+        q.granularity = Some(MetricsGranularity::OneMinute);
+        q.group_by = Some(MetricsGroupBy::InstanceName);
+        q.grouping = vec!["a".into(), "b".into()];
+        let pairs: Vec<String> = q
+            .to_query()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "workload_id=w",
+                "start_date=2026-11-25T10:00:00Z",
+                "end_date=2026-11-25T10:00:00Z",
+                "type=INSTANCE",
+                "granularity=PT1M",
+                "instance_name=i",
+                "group_by=INSTANCE_NAME",
+                "grouping=a",
+                "grouping=b"
+            ]
+        );
     }
 }
