@@ -119,12 +119,12 @@ impl LogRegistry {
     }
 
     pub(crate) fn forget(&self, instance_id: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            if let Some(slots) = m.remove(instance_id) {
-                for s in slots.into_values() {
-                    for b in [s.previous, s.current].into_iter().flatten() {
-                        b.close();
-                    }
+        if let Ok(mut m) = self.map.lock()
+            && let Some(slots) = m.remove(instance_id)
+        {
+            for s in slots.into_values() {
+                for b in [s.previous, s.current].into_iter().flatten() {
+                    b.close();
                 }
             }
         }

@@ -178,10 +178,10 @@ fn container_status(
             );
         }
         _ => {
-            if cx.run_containers {
-                if let Some(run) = i.runs.get(name) {
-                    return run_status(s, run);
-                }
+            if cx.run_containers
+                && let Some(run) = i.runs.get(name)
+            {
+                return run_status(s, run);
             }
             s.insert("phase".into(), json!("RUNNING"));
             s.insert("ready".into(), json!(true));

@@ -306,10 +306,9 @@ impl Shared {
             if candidate
                 .get("slug")
                 .is_none_or(|s| s.as_str().is_none_or(str::is_empty))
+                && let Some(o) = candidate.as_object_mut()
             {
-                if let Some(o) = candidate.as_object_mut() {
-                    o.insert("slug".into(), old_slug.clone());
-                }
+                o.insert("slug".into(), old_slug.clone());
             }
             if candidate.get("slug") != Some(&old_slug) {
                 return Err(ApiError::invalid_field(

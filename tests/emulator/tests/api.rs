@@ -27,8 +27,14 @@ async fn auth_good_bad_expired_and_unknown_stack() {
     assert_eq!(v["expires_in"], 1);
     let r = c
         .post(format!("{base}/identity/v1/oauth2/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "emulator-client"), ("client_secret", "nope")])
-        .send().await.unwrap();
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "emulator-client"),
+            ("client_secret", "nope"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let body = r.text().await.unwrap();
     assert!(!body.contains("emulator-secret"));
@@ -41,12 +47,21 @@ async fn auth_good_bad_expired_and_unknown_stack() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], 16);
-    let r = c.get(api.url("/workloads")).bearer_auth("made-up").send().await.unwrap();
+    let r = c
+        .get(api.url("/workloads"))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // A stack the client may not use.
     let (s, v) = api
-        .call(Method::GET, &format!("{base}/workload/v1/stacks/other-stack/workloads"), None)
+        .call(
+            Method::GET,
+            &format!("{base}/workload/v1/stacks/other-stack/workloads"),
+            None,
+        )
         .await;
     assert_eq!((s, v["code"].as_i64()), (403, Some(7)));
 
@@ -66,7 +81,10 @@ async fn crud_happy_path_matches_spec_shapes() {
 
     let (s, created) = api.create(&workload("default-web", container(None))).await;
     assert_eq!(s, 200, "{created}");
-    assert_eq!(check_shape(&spec, "v1CreateWorkloadResponse", &created), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "v1CreateWorkloadResponse", &created),
+        Vec::<String>::new()
+    );
     let w = &created["workload"];
     let id = w["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 36);
@@ -79,36 +97,67 @@ async fn crud_happy_path_matches_spec_shapes() {
 
     let (s, got) = api.get(&format!("/workloads/{id}")).await;
     assert_eq!(s, 200);
-    assert_eq!(check_shape(&spec, "v1GetWorkloadResponse", &got), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "v1GetWorkloadResponse", &got),
+        Vec::<String>::new()
+    );
     assert_eq!(got["workload"], created["workload"]);
 
     // Instance: named per MAPPING.md, phases move on, shapes match.
     let name = "default-web-city-code-dfw-0";
     let i = api.instance(&id, name).await;
-    assert!(["SCHEDULING", "STARTING"].contains(&i["phase"].as_str().unwrap()), "{i}");
+    assert!(
+        ["SCHEDULING", "STARTING"].contains(&i["phase"].as_str().unwrap()),
+        "{i}"
+    );
     let i = api.wait_phase(&id, name, "RUNNING", 5).await;
-    assert_eq!(check_shape(&spec, "workloadv1Instance", &i), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "workloadv1Instance", &i),
+        Vec::<String>::new()
+    );
     assert!(i["ipAddress"].as_str().unwrap().starts_with("10."));
     assert!(i["ipv6Address"].is_string());
     assert!(i["startedAt"].is_string());
     assert_eq!(i["location"]["cityCode"], "DFW");
     let cs = &i["containerStatuses"][0];
-    assert_eq!((cs["name"].as_str(), cs["phase"].as_str(), cs["ready"].as_bool()), (Some("app"), Some("RUNNING"), Some(true)));
+    assert_eq!(
+        (
+            cs["name"].as_str(),
+            cs["phase"].as_str(),
+            cs["ready"].as_bool()
+        ),
+        (Some("app"), Some("RUNNING"), Some(true))
+    );
     let (s, list) = api.get(&format!("/workloads/{id}/instances")).await;
     assert_eq!(s, 200);
-    assert_eq!(check_shape(&spec, "v1GetWorkloadInstancesResponse", &list), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "v1GetWorkloadInstancesResponse", &list),
+        Vec::<String>::new()
+    );
     assert_eq!(list["results"].as_array().unwrap().len(), 1);
 
     // PUT replaces the spec, bumps the version and restarts the instance.
     let mut body = workload("default-web", container(Some(vec!["sleep", "100"])));
     body["workload"]["metadata"]["labels"]["extra"] = json!("1");
-    let (s, put) = api.call(Method::PUT, &api.url(&format!("/workloads/{id}")), Some(&body)).await;
+    let (s, put) = api
+        .call(
+            Method::PUT,
+            &api.url(&format!("/workloads/{id}")),
+            Some(&body),
+        )
+        .await;
     assert_eq!(s, 200, "{put}");
-    assert_eq!(check_shape(&spec, "v1PutWorkloadResponse", &put), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "v1PutWorkloadResponse", &put),
+        Vec::<String>::new()
+    );
     assert_eq!(put["workload"]["metadata"]["version"], "2");
     assert_eq!(put["workload"]["id"], id.as_str());
     assert_eq!(put["workload"]["metadata"]["labels"]["extra"], "1");
-    assert_eq!(put["workload"]["metadata"]["createdAt"], w["metadata"]["createdAt"]);
+    assert_eq!(
+        put["workload"]["metadata"]["createdAt"],
+        w["metadata"]["createdAt"]
+    );
     let i = api.instance(&id, name).await;
     assert_ne!(i["phase"], "RUNNING");
     assert_eq!(i["containerStatuses"][0]["restartCount"], 1);
@@ -116,36 +165,63 @@ async fn crud_happy_path_matches_spec_shapes() {
 
     // Restart call.
     let (s, _) = api
-        .call(Method::POST, &api.url(&format!("/workloads/{id}/instances/{name}/power/restart")), None)
+        .call(
+            Method::POST,
+            &api.url(&format!("/workloads/{id}/instances/{name}/power/restart")),
+            None,
+        )
         .await;
     assert_eq!(s, 204);
     let i = api.wait_phase(&id, name, "RUNNING", 5).await;
     assert_eq!(i["containerStatuses"][0]["restartCount"], 2);
 
     // Locations and metrics.
-    let (s, loc) = api.call(Method::GET, &format!("{}/workload/v1/locations", api.base), None).await;
-    assert_eq!(s, 200);
-    assert_eq!(check_shape(&spec, "v1GetLocationsResponse", &loc), Vec::<String>::new());
-    assert_eq!(loc["results"][0]["cityCode"], "DFW");
-    let (s, m) = api
-        .get(&format!("/metrics?type=INSTANCE&workload_id={id}&granularity=PT5M"))
+    let (s, loc) = api
+        .call(
+            Method::GET,
+            &format!("{}/workload/v1/locations", api.base),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(check_shape(&spec, "prometheusMetrics", &m), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "v1GetLocationsResponse", &loc),
+        Vec::<String>::new()
+    );
+    assert_eq!(loc["results"][0]["cityCode"], "DFW");
+    let (s, m) = api
+        .get(&format!(
+            "/metrics?type=INSTANCE&workload_id={id}&granularity=PT5M"
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        check_shape(&spec, "prometheusMetrics", &m),
+        Vec::<String>::new()
+    );
     let results = m["data"]["matrix"]["results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "cpu and memory for one instance");
     assert!(results.iter().all(|r| r["metric"]["instance_name"] == name));
-    let cpu: f64 = results[0]["values"][0]["value"].as_str().unwrap().parse().unwrap();
+    let cpu: f64 = results[0]["values"][0]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cpu > 0.0 && cpu < 1.0);
 
     // Delete: 204, DELETING, then gone.
-    let (s, v) = api.call(Method::DELETE, &api.url(&format!("/workloads/{id}")), None).await;
+    let (s, v) = api
+        .call(Method::DELETE, &api.url(&format!("/workloads/{id}")), None)
+        .await;
     assert_eq!((s, v), (204, Value::Null));
     assert_eq!(api.instance(&id, name).await["phase"], "DELETING");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (s, v) = api.get(&format!("/workloads/{id}")).await;
     assert_eq!((s, v["code"].as_i64()), (404, Some(5)));
-    assert_eq!(check_shape(&spec, "stackpathapiStatus", &v), Vec::<String>::new());
+    assert_eq!(
+        check_shape(&spec, "stackpathapiStatus", &v),
+        Vec::<String>::new()
+    );
     emu.shutdown().await;
 }
 
@@ -157,13 +233,21 @@ async fn duplicate_slug_and_validation() {
     let (s, v) = api.create(&workload("dup", container(None))).await;
     assert_eq!((s, v["code"].as_i64()), (409, Some(6)), "{v}");
 
-    let mut bad = workload("Bad_Slug", json!({"resources": {"requests": {"cpu": "3", "memory": "2Gi"}}}));
-    bad["workload"]["targets"]["city-code"]["spec"]["deployments"]["selectors"][0]["values"] = json!(["XXX"]);
+    let mut bad = workload(
+        "Bad_Slug",
+        json!({"resources": {"requests": {"cpu": "3", "memory": "2Gi"}}}),
+    );
+    bad["workload"]["targets"]["city-code"]["spec"]["deployments"]["selectors"][0]["values"] =
+        json!(["XXX"]);
     let (s, v) = api.create(&bad).await;
     assert_eq!((s, v["code"].as_i64()), (400, Some(3)), "{v}");
     assert_eq!(v["details"][0]["@type"], "stackpath.rpc.BadRequest");
     let fields: Vec<&str> = v["details"][0]["fieldViolations"]
-        .as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
     for want in [
         "workload.slug",
         "workload.spec.containers.app.image",
@@ -182,7 +266,14 @@ async fn duplicate_slug_and_validation() {
     args_only["workload"]["spec"]["containers"]["app"]["args"] = json!(["x"]);
     assert_eq!(api.create(&args_only).await.0, 400);
     // Not JSON.
-    let r = api.client.post(api.url("/workloads")).bearer_auth(&api.token).body("{").send().await.unwrap();
+    let r = api
+        .client
+        .post(api.url("/workloads"))
+        .bearer_auth(&api.token)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     emu.shutdown().await;
 }
@@ -193,14 +284,17 @@ async fn pagination_and_filter() {
     let api = Api::new(&emu).await;
     for n in 0..25 {
         let mut w = workload(&format!("w-{n:02}"), container(None));
-        w["workload"]["metadata"]["labels"]["vk-node-name"] = json!(if n % 5 == 0 { "five" } else { "other" });
+        w["workload"]["metadata"]["labels"]["vk-node-name"] =
+            json!(if n % 5 == 0 { "five" } else { "other" });
         assert_eq!(api.create(&w).await.0, 200);
     }
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
         let (s, page) = api
-            .get(&format!("/workloads?page_request.first=10&page_request.after={after}"))
+            .get(&format!(
+                "/workloads?page_request.first=10&page_request.after={after}"
+            ))
             .await;
         assert_eq!(s, 200);
         assert_eq!(page["pageInfo"]["totalCount"], "25");
@@ -219,9 +313,16 @@ async fn pagination_and_filter() {
         .get("/workloads?page_request.filter=metadata.labels.vk-node-name%3D%22five%22")
         .await;
     assert_eq!(s, 200);
-    let slugs: Vec<&str> = page["results"].as_array().unwrap().iter().map(|w| w["slug"].as_str().unwrap()).collect();
+    let slugs: Vec<&str> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, ["w-00", "w-05", "w-10", "w-15", "w-20"]);
-    let (_, page) = api.get("/workloads?page_request.filter=slug%3D%22w-07%22").await;
+    let (_, page) = api
+        .get("/workloads?page_request.filter=slug%3D%22w-07%22")
+        .await;
     assert_eq!(page["results"][0]["slug"], "w-07");
     assert_eq!(page["pageInfo"]["totalCount"], "1");
     let (s, v) = api.get("/workloads?page_request.after=notacursor").await;
@@ -239,14 +340,22 @@ async fn delete_behind_the_back_and_admin_instance_faults() {
     api.wait_phase(&id, name, "RUNNING", 5).await;
 
     let c = http();
-    let r = c.post(format!("{}/_emulator/instances/{id}/fail", api.base)).send().await.unwrap();
+    let r = c
+        .post(format!("{}/_emulator/instances/{id}/fail", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let i = api.instance(&id, name).await;
     assert_eq!(i["phase"], "FAILED");
     assert_eq!(i["containerStatuses"][0]["phase"], "FAILED");
     assert_eq!(i["reason"], "InjectedFailure");
 
-    let r = c.post(format!("{}/_emulator/instances/{id}/restart", api.base)).send().await.unwrap();
+    let r = c
+        .post(format!("{}/_emulator/instances/{id}/restart", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let i = api.wait_phase(&id, name, "RUNNING", 5).await;
     assert_eq!(i["containerStatuses"][0]["restartCount"], 1);
@@ -255,10 +364,13 @@ async fn delete_behind_the_back_and_admin_instance_faults() {
     let r = c
         .put(format!("{}/_emulator/faults", api.base))
         .json(&json!({"fail_new_instances": true}))
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (_, w2) = api.create(&workload("doomed", container(None))).await;
     let id2 = w2["workload"]["id"].as_str().unwrap();
-    api.wait_phase(id2, "doomed-city-code-dfw-0", "FAILED", 5).await;
+    api.wait_phase(id2, "doomed-city-code-dfw-0", "FAILED", 5)
+        .await;
     emu.shutdown().await;
 }

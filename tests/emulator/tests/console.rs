@@ -27,37 +27,85 @@ async fn console(dir: &Path) -> (RunningEmulator, Api) {
         ssh_host_key: Some(dir.join("host_key")),
         ..fast_config()
     };
-    let emu = stackpath_emulator::start(cfg, loopback(), Some(loopback())).await.unwrap();
+    let emu = stackpath_emulator::start(cfg, loopback(), Some(loopback()))
+        .await
+        .unwrap();
     let api = Api::new(&emu).await;
     let (s, w) = api.create(&workload("shell", container(None))).await;
     assert_eq!(s, 200);
-    api.wait_phase(w["workload"]["id"].as_str().unwrap(), INSTANCE, "RUNNING", 5).await;
+    api.wait_phase(
+        w["workload"]["id"].as_str().unwrap(),
+        INSTANCE,
+        "RUNNING",
+        5,
+    )
+    .await;
     (emu, api)
 }
 
 /// Run the system ssh client; returns (exit code, stdout, stderr).
-async fn ssh(emu: &RunningEmulator, dir: &Path, password: &str, user: &str, extra: &[&str], stdin: &[u8]) -> (i32, String, String) {
+async fn ssh(
+    emu: &RunningEmulator,
+    dir: &Path,
+    password: &str,
+    user: &str,
+    extra: &[&str],
+    stdin: &[u8],
+) -> (i32, String, String) {
     // Options first, then the destination, then the command (the last element).
     let (command, opts) = extra.split_last().unwrap();
     ssh_run(emu, dir, password, user, opts, command, stdin).await
 }
 
-async fn ssh_run(emu: &RunningEmulator, dir: &Path, password: &str, user: &str, opts: &[&str], command: &str, stdin: &[u8]) -> (i32, String, String) {
+async fn ssh_run(
+    emu: &RunningEmulator,
+    dir: &Path,
+    password: &str,
+    user: &str,
+    opts: &[&str],
+    command: &str,
+    stdin: &[u8],
+) -> (i32, String, String) {
     let askpass = dir.join(format!("askpass-{}.sh", password.len()));
     std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
-    std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let addr = emu.ssh_addr.unwrap();
     let known = dir.join("known_hosts");
     if !known.exists() {
-        std::fs::write(&known, format!("[127.0.0.1]:{} {}\n", addr.port(), emu.ssh_host_key_openssh.as_ref().unwrap())).unwrap();
+        std::fs::write(
+            &known,
+            format!(
+                "[127.0.0.1]:{} {}\n",
+                addr.port(),
+                emu.ssh_host_key_openssh.as_ref().unwrap()
+            ),
+        )
+        .unwrap();
     }
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", "none")
-        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=no",
-               "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
-               "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10"])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+        ])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.display()))
         .args(["-p", &addr.port().to_string()])
@@ -67,11 +115,16 @@ async fn ssh_run(emu: &RunningEmulator, dir: &Path, password: &str, user: &str, 
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("the system ssh client (openssh-client) must be installed");
+    let mut child = cmd
+        .spawn()
+        .expect("the system ssh client (openssh-client) must be installed");
     let mut sin = child.stdin.take().unwrap();
     sin.write_all(stdin).await.unwrap();
     drop(sin);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -86,18 +139,41 @@ async fn system_ssh_exec_stdin_exit_status_pty_and_rejections() {
     let u = user();
 
     // Exec without a PTY: env from the spec, stdin forwarded to EOF, stderr separate, exit code.
-    let (code, out, err) = ssh(&emu, dir.path(), "emulator-secret", &u,
-        &["echo $FOO $SECRET $HOSTNAME; tr a-z A-Z; echo oops >&2; exit 7"], b"from stdin\n").await;
+    let (code, out, err) = ssh(
+        &emu,
+        dir.path(),
+        "emulator-secret",
+        &u,
+        &["echo $FOO $SECRET $HOSTNAME; tr a-z A-Z; echo oops >&2; exit 7"],
+        b"from stdin\n",
+    )
+    .await;
     assert_eq!(code, 7, "stderr: {err}");
     assert_eq!(out, format!("bar s3cret {INSTANCE}\nFROM STDIN\n"));
     assert!(err.contains("oops"), "{err}");
 
     // Quoting: the command string goes to sh -c as is.
-    let (code, out, _) = ssh(&emu, dir.path(), "emulator-secret", &u, &["printf '%s|' 'a b' \"c\"; echo"], b"").await;
+    let (code, out, _) = ssh(
+        &emu,
+        dir.path(),
+        "emulator-secret",
+        &u,
+        &["printf '%s|' 'a b' \"c\"; echo"],
+        b"",
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "a b|c|\n"));
 
     // With a PTY (-tt): a real terminal.
-    let (code, out, err) = ssh(&emu, dir.path(), "emulator-secret", &u, &["-tt", "tty; exit 4"], b"").await;
+    let (code, out, err) = ssh(
+        &emu,
+        dir.path(),
+        "emulator-secret",
+        &u,
+        &["-tt", "tty; exit 4"],
+        b"",
+    )
+    .await;
     assert_eq!(code, 4, "{err}");
     assert!(out.contains("/dev/pts/"), "{out}");
 
@@ -118,15 +194,30 @@ async fn system_ssh_exec_stdin_exit_status_pty_and_rejections() {
     let key2 = dir.path().join("other");
     std::fs::create_dir(&key2).unwrap();
     let other = stackpath_emulator::start(
-        EmulatorConfig { ssh_host_key: Some(key2.join("hk")), ..fast_config() }, loopback(), Some(loopback()),
-    ).await.unwrap();
+        EmulatorConfig {
+            ssh_host_key: Some(key2.join("hk")),
+            ..fast_config()
+        },
+        loopback(),
+        Some(loopback()),
+    )
+    .await
+    .unwrap();
     std::fs::write(
         dir.path().join("known_hosts"),
-        format!("[127.0.0.1]:{} {}\n", emu.ssh_addr.unwrap().port(), other.ssh_host_key_openssh.as_ref().unwrap()),
-    ).unwrap();
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            emu.ssh_addr.unwrap().port(),
+            other.ssh_host_key_openssh.as_ref().unwrap()
+        ),
+    )
+    .unwrap();
     let (code, _, err) = ssh(&emu, dir.path(), "emulator-secret", &u, &["true"], b"").await;
     assert_eq!(code, 255);
-    assert!(err.contains("HOST IDENTIFICATION HAS CHANGED") || err.contains("verification failed"), "{err}");
+    assert!(
+        err.contains("HOST IDENTIFICATION HAS CHANGED") || err.contains("verification failed"),
+        "{err}"
+    );
     other.shutdown().await;
     emu.shutdown().await;
 }
@@ -135,9 +226,16 @@ async fn system_ssh_exec_stdin_exit_status_pty_and_rejections() {
 async fn host_key_persists_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("keys/host_key");
-    let start = || stackpath_emulator::start(
-        EmulatorConfig { ssh_host_key: Some(key.clone()), ..fast_config() }, loopback(), Some(loopback()),
-    );
+    let start = || {
+        stackpath_emulator::start(
+            EmulatorConfig {
+                ssh_host_key: Some(key.clone()),
+                ..fast_config()
+            },
+            loopback(),
+            Some(loopback()),
+        )
+    };
     let a = start().await.unwrap();
     let fp = a.ssh_fingerprint.clone().unwrap();
     assert!(fp.starts_with("SHA256:"));
@@ -145,7 +243,8 @@ async fn host_key_persists_across_restarts() {
     let b = start().await.unwrap();
     assert_eq!(b.ssh_fingerprint.as_deref(), Some(fp.as_str()));
     b.shutdown().await;
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "host key readable by others");
 }
 
@@ -153,9 +252,14 @@ struct Pinned(String);
 
 impl client::Handler for Pinned {
     type Error = russh::Error;
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.to_openssh().ok().as_deref() == Some(self.0.as_str()),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.to_openssh().ok().as_deref() == Some(self.0.as_str())
+            }
             _ => false,
         })
     }
@@ -163,10 +267,19 @@ impl client::Handler for Pinned {
 
 async fn russh_session(emu: &RunningEmulator) -> client::Handle<Pinned> {
     let cfg = Arc::new(client::Config::default());
-    let mut s = client::connect(cfg, emu.ssh_addr.unwrap(), Pinned(emu.ssh_host_key_openssh.clone().unwrap()))
-        .await
-        .unwrap();
-    assert!(s.authenticate_password(user(), "emulator-secret").await.unwrap().success());
+    let mut s = client::connect(
+        cfg,
+        emu.ssh_addr.unwrap(),
+        Pinned(emu.ssh_host_key_openssh.clone().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.authenticate_password(user(), "emulator-secret")
+            .await
+            .unwrap()
+            .success()
+    );
     s
 }
 
@@ -175,7 +288,9 @@ async fn read_until(ch: &mut russh::Channel<client::Msg>, want: &str) -> String 
     let mut got = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !got.contains(want) {
-        let msg = tokio::time::timeout_at(deadline, ch.wait()).await.unwrap_or_else(|_| panic!("timed out waiting for {want:?}; got {got:?}"));
+        let msg = tokio::time::timeout_at(deadline, ch.wait())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {want:?}; got {got:?}"));
         match msg {
             Some(ChannelMsg::Data { data }) => got.push_str(&String::from_utf8_lossy(&data)),
             Some(_) => {}
@@ -187,7 +302,10 @@ async fn read_until(ch: &mut russh::Channel<client::Msg>, want: &str) -> String 
 
 async fn exit_status(ch: &mut russh::Channel<client::Msg>) -> u32 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), ch.wait())
+            .await
+            .unwrap()
+        {
             Some(ChannelMsg::ExitStatus { exit_status }) => return exit_status,
             Some(_) => {}
             None => panic!("channel closed without an exit status"),
@@ -203,8 +321,12 @@ async fn russh_pty_window_change_signal_and_eof() {
 
     // PTY size from the request, then resized by window-change.
     let mut ch = s.channel_open_session().await.unwrap();
-    ch.request_pty(true, "xterm", 100, 30, 0, 0, &[]).await.unwrap();
-    ch.exec(true, "stty size; read x; stty size; exit 0").await.unwrap();
+    ch.request_pty(true, "xterm", 100, 30, 0, 0, &[])
+        .await
+        .unwrap();
+    ch.exec(true, "stty size; read x; stty size; exit 0")
+        .await
+        .unwrap();
     read_until(&mut ch, "30 100").await;
     ch.window_change(120, 40, 0, 0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -230,7 +352,9 @@ async fn russh_pty_window_change_signal_and_eof() {
 
     // Stdin EOF with a PTY (^D) ends `cat` too.
     let mut ch = s.channel_open_session().await.unwrap();
-    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.unwrap();
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
     ch.exec(true, "cat; echo done-pty").await.unwrap();
     ch.eof().await.unwrap();
     read_until(&mut ch, "done-pty").await;

@@ -37,7 +37,11 @@ async fn logs_options() {
     let (_, ts) = api.logs(&id, &name, "tail_lines=1&timestamps=true").await;
     let first = ts.split(' ').next().unwrap();
     let parsed = chrono::DateTime::parse_from_rfc3339(first).expect("RFC 3339 prefix");
-    assert_eq!(first.split('.').nth(1).unwrap().len(), 10, "nanoseconds + Z: {first}");
+    assert_eq!(
+        first.split('.').nth(1).unwrap().len(),
+        10,
+        "nanoseconds + Z: {first}"
+    );
     assert!(parsed.timestamp() > 0);
 
     let (_, lim) = api.logs(&id, &name, "limit_bytes=10").await;
@@ -45,7 +49,13 @@ async fn logs_options() {
 
     let (_, since) = api.logs(&id, &name, "since_seconds=1").await;
     assert!(since.lines().count() <= n_all + 2);
-    let (s, v) = api.logs(&id, &name, "since_seconds=1&since_time=2020-01-01T00:00:00Z").await;
+    let (s, v) = api
+        .logs(
+            &id,
+            &name,
+            "since_seconds=1&since_time=2020-01-01T00:00:00Z",
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
 
     let (s, _) = api.logs(&id, &name, "container_name=nope").await;
@@ -61,7 +71,12 @@ async fn logs_options() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     emu.shutdown().await;
 }
 
@@ -73,7 +88,9 @@ async fn follow_streams_then_server_cuts() {
     let started = Instant::now();
     let r = api
         .client
-        .get(api.url(&format!("/workloads/{id}/instances/{name}/logs?follow=true&tail_lines=0")))
+        .get(api.url(&format!(
+            "/workloads/{id}/instances/{name}/logs?follow=true&tail_lines=0"
+        )))
         .bearer_auth(&api.token)
         .send()
         .await
@@ -88,12 +105,21 @@ async fn follow_streams_then_server_cuts() {
         chunks.push(c);
     }
     let took = started.elapsed();
-    let text: String = chunks.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     // Lines arrive as they are made (streamed, not buffered until the end)...
-    assert!(first_at.unwrap() < Duration::from_millis(1000), "first chunk at {first_at:?}");
+    assert!(
+        first_at.unwrap() < Duration::from_millis(1000),
+        "first chunk at {first_at:?}"
+    );
     assert!(text.lines().count() >= 10, "{text}");
     // ...and the server ends the stream at the cut time; the client must resume.
-    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     emu.shutdown().await;
 }
 
@@ -107,7 +133,12 @@ async fn faults_errors_429_latency_drop_and_stats() {
         let c = c.clone();
         let admin = admin.clone();
         async move {
-            let r = c.put(format!("{admin}/faults")).json(&f).send().await.unwrap();
+            let r = c
+                .put(format!("{admin}/faults"))
+                .json(&f)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
         }
     };
@@ -115,14 +146,26 @@ async fn faults_errors_429_latency_drop_and_stats() {
     // 429 burst with Retry-After, counted down.
     put(json!({"rate_limit_burst": 3, "retry_after_seconds": 7})).await;
     for _ in 0..3 {
-        let r = c.get(api.url("/workloads")).bearer_auth(&api.token).send().await.unwrap();
+        let r = c
+            .get(api.url("/workloads"))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 429);
         assert_eq!(r.headers()["retry-after"], "7");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["code"], 8);
     }
     assert_eq!(api.get("/workloads").await.0, 200);
-    let f: Value = c.get(format!("{admin}/faults")).send().await.unwrap().json().await.unwrap();
+    let f: Value = c
+        .get(format!("{admin}/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(f["rate_limit_burst"], 0);
 
     // Error rate 1.0: every call is a 5xx with code 13 or 14; admin stays reachable.
@@ -157,29 +200,79 @@ async fn faults_errors_429_latency_drop_and_stats() {
         .await;
     assert!(r.is_err(), "expected a dropped connection, got {r:?}");
     put(json!({})).await;
-    let (_, page) = api.get("/workloads?page_request.filter=slug%3D%22lost-response%22").await;
-    assert_eq!(page["results"].as_array().unwrap().len(), 1, "the dropped create took effect");
+    let (_, page) = api
+        .get("/workloads?page_request.filter=slug%3D%22lost-response%22")
+        .await;
+    assert_eq!(
+        page["results"].as_array().unwrap().len(),
+        1,
+        "the dropped create took effect"
+    );
 
     // Stats keyed by the spec's route templates; reset.
-    let stats: Value = c.get(format!("{admin}/stats")).send().await.unwrap().json().await.unwrap();
-    assert!(stats["routes"]["GET /workload/v1/stacks/{stack_id}/workloads"].as_u64().unwrap() >= 70);
-    assert_eq!(stats["routes"]["POST /workload/v1/stacks/{stack_id}/workloads"], 1);
+    let stats: Value = c
+        .get(format!("{admin}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        stats["routes"]["GET /workload/v1/stacks/{stack_id}/workloads"]
+            .as_u64()
+            .unwrap()
+            >= 70
+    );
+    assert_eq!(
+        stats["routes"]["POST /workload/v1/stacks/{stack_id}/workloads"],
+        1
+    );
     assert_eq!(stats["routes"]["POST /identity/v1/oauth2/token"], 1);
     let total = stats["total"].as_u64().unwrap();
-    let sum: u64 = stats["routes"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let sum: u64 = stats["routes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, sum);
     let r = c.post(format!("{admin}/reset")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let (_, w) = api.create(&workload("counted", container(None))).await;
     let id = w["workload"]["id"].as_str().unwrap();
     let body = workload("counted", container(None));
-    assert_eq!(api.call(Method::PUT, &api.url(&format!("/workloads/{id}")), Some(&body)).await.0, 200);
-    let stats: Value = c.get(format!("{admin}/stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        api.call(
+            Method::PUT,
+            &api.url(&format!("/workloads/{id}")),
+            Some(&body)
+        )
+        .await
+        .0,
+        200
+    );
+    let stats: Value = c
+        .get(format!("{admin}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["total"], 2);
-    assert_eq!(stats["routes"]["PUT /workload/v1/stacks/{workload.stack_id}/workloads/{workload.id}"], 1);
+    assert_eq!(
+        stats["routes"]["PUT /workload/v1/stacks/{workload.stack_id}/workloads/{workload.id}"],
+        1
+    );
 
     // Invalid fault settings are refused.
-    let r = c.put(format!("{admin}/faults")).json(&json!({"error_rate": 2})).send().await.unwrap();
+    let r = c
+        .put(format!("{admin}/faults"))
+        .json(&json!({"error_rate": 2}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     emu.shutdown().await;
 }

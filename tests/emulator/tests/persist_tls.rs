@@ -19,7 +19,12 @@ async fn state_survives_restart() {
     let id = w["workload"]["id"].as_str().unwrap().to_string();
     let (_, gone) = api.create(&workload("goner", container(None))).await;
     let gone_id = gone["workload"]["id"].as_str().unwrap().to_string();
-    api.call(reqwest::Method::DELETE, &api.url(&format!("/workloads/{gone_id}")), None).await;
+    api.call(
+        reqwest::Method::DELETE,
+        &api.url(&format!("/workloads/{gone_id}")),
+        None,
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     emu.shutdown().await;
     assert!(state.exists());
@@ -31,17 +36,28 @@ async fn state_survives_restart() {
     assert_eq!(got["workload"], w["workload"]);
     assert_eq!(api.get(&format!("/workloads/{gone_id}")).await.0, 404);
     // The slug is still taken, and new workloads page after the old ones.
-    assert_eq!(api.create(&workload("keeper", container(None))).await.0, 409);
+    assert_eq!(
+        api.create(&workload("keeper", container(None))).await.0,
+        409
+    );
     assert_eq!(api.create(&workload("newer", container(None))).await.0, 200);
     let (_, page) = api.get("/workloads").await;
-    let slugs: Vec<&str> = page["results"].as_array().unwrap().iter().map(|w| w["slug"].as_str().unwrap()).collect();
+    let slugs: Vec<&str> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, ["keeper", "newer"]);
-    api.wait_phase(&id, "keeper-city-code-dfw-0", "RUNNING", 5).await;
+    api.wait_phase(&id, "keeper-city-code-dfw-0", "RUNNING", 5)
+        .await;
     emu.shutdown().await;
 
     // A corrupt state file is refused with a message naming it.
     std::fs::write(&state, "{not json").unwrap();
-    let err = stackpath_emulator::start(cfg(), loopback(), None).await.unwrap_err();
+    let err = stackpath_emulator::start(cfg(), loopback(), None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("state.json"), "{err}");
 }
 
@@ -69,7 +85,11 @@ async fn https_with_generated_ca() {
     for host in ["127.0.0.1", "localhost"] {
         let r = client
             .post(format!("https://{host}:{port}/identity/v1/oauth2/token"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", "emulator-client"), ("client_secret", "emulator-secret")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "emulator-client"),
+                ("client_secret", "emulator-secret"),
+            ])
             .send()
             .await
             .unwrap();
@@ -77,6 +97,12 @@ async fn https_with_generated_ca() {
     }
     // Without the CA the certificate is refused.
     let plain = reqwest::Client::builder().build().unwrap();
-    assert!(plain.get(format!("{}/_emulator/health", emu.base_url)).send().await.is_err());
+    assert!(
+        plain
+            .get(format!("{}/_emulator/health", emu.base_url))
+            .send()
+            .await
+            .is_err()
+    );
     emu.shutdown().await;
 }

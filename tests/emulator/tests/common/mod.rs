@@ -25,7 +25,9 @@ pub fn fast_config() -> EmulatorConfig {
 }
 
 pub async fn start(config: EmulatorConfig) -> RunningEmulator {
-    stackpath_emulator::start(config, loopback(), None).await.expect("emulator starts")
+    stackpath_emulator::start(config, loopback(), None)
+        .await
+        .expect("emulator starts")
 }
 
 pub fn http() -> reqwest::Client {
@@ -99,7 +101,12 @@ impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("{}/workload/v1/stacks/{STACK}{path}", self.base)
     }
-    pub async fn call(&self, method: reqwest::Method, url: &str, body: Option<&Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut r = self.client.request(method, url).bearer_auth(&self.token);
         if let Some(b) = body {
             r = r.json(b);
@@ -107,17 +114,24 @@ impl Api {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     }
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, &self.url(path), None).await
     }
     pub async fn create(&self, body: &Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, &self.url("/workloads"), Some(body)).await
+        self.call(reqwest::Method::POST, &self.url("/workloads"), Some(body))
+            .await
     }
     pub async fn instance(&self, wid: &str, name: &str) -> Value {
-        let (s, v) = self.get(&format!("/workloads/{wid}/instances/{name}")).await;
+        let (s, v) = self
+            .get(&format!("/workloads/{wid}/instances/{name}"))
+            .await;
         assert_eq!(s, 200, "{v}");
         v["instance"].clone()
     }
@@ -129,7 +143,10 @@ impl Api {
             if i["phase"] == phase {
                 return i;
             }
-            assert!(tokio::time::Instant::now() < deadline, "instance never reached {phase}: {i}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance never reached {phase}: {i}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -171,7 +188,11 @@ fn resolve<'a>(spec: &'a Value, mut s: &'a Value) -> &'a Value {
 
 fn props(spec: &Value, s: &Value) -> serde_json::Map<String, Value> {
     let s = resolve(spec, s);
-    let mut m = s.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut m = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if let Some(all) = s.get("allOf").and_then(Value::as_array) {
         for part in all {
             m.extend(props(spec, part));
