@@ -756,6 +756,44 @@ fn start_cluster(
         let to = dir.join(f);
         std::fs::copy(pki.dir.join(f), &to).map_err(Error::io("copying", &to))?;
     }
+    if let Some(ms) = &bins.metrics_server {
+        progress.step(&format!(
+            "starting metrics-server on 127.0.0.1:{}",
+            ports.metrics_server
+        ));
+        spawn(
+            &cluster,
+            "metrics-server",
+            ms,
+            vec![
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.metrics_server),
+                format!("--tls-cert-file={}", p(pki.metrics_server_crt())),
+                format!("--tls-private-key-file={}", p(pki.metrics_server_key())),
+                // A test harness shortcut: the admin identity instead of metrics-server's RBAC.
+                format!("--kubeconfig={}", p(admin.clone())),
+                format!("--authentication-kubeconfig={}", p(admin.clone())),
+                format!("--authorization-kubeconfig={}", p(admin.clone())),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                "--kubelet-use-node-status-port".into(),
+                // Nodes (the daemon) serve certificates signed by the cluster CA via CSRs.
+                format!("--kubelet-certificate-authority={}", p(pki.ca_crt())),
+                "--metric-resolution=10s".into(),
+            ],
+            ports.metrics_server,
+        )?;
+        run_async(register_metrics_api(
+            &cluster,
+            &admin,
+            &pki,
+            ports.metrics_server,
+            timeout,
+        ))?;
+        progress.step(&format!(
+            "metrics.k8s.io available after {:.1?}",
+            started.elapsed()
+        ));
+    }
     cluster.startup = started.elapsed();
     let info = serde_json::json!({
         "release": cluster.release,
@@ -854,6 +892,47 @@ async fn wait_components(
             .await
             .map(|_| ())
             .map_err(|e| format!("ServiceAccount default/default: {e}"))
+    })
+    .await
+}
+
+/// Registers metrics-server as the `v1beta1.metrics.k8s.io` APIService and waits until the
+/// aggregator serves it. The Service is an ExternalName `localhost`: the aggregator resolves
+/// ExternalName services to that host and the APIService port, so no Endpoints are needed
+/// (Kubernetes refuses loopback endpoint addresses, but not this).
+async fn register_metrics_api(
+    cluster: &Cluster,
+    admin: &Path,
+    pki: &PkiFiles,
+    port: u16,
+    timeout: Duration,
+) -> Result<()> {
+    use base64::Engine;
+    let ca = std::fs::read(pki.ca_crt()).map_err(Error::io("reading", pki.ca_crt()))?;
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: metrics-server, namespace: kube-system}}\n\
+         spec: {{type: ExternalName, externalName: localhost}}\n---\n\
+         apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: v1beta1.metrics.k8s.io}}\n\
+         spec: {{group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100, \
+         caBundle: {}, service: {{name: metrics-server, namespace: kube-system, port: {port}}}}}\n",
+        base64::engine::general_purpose::STANDARD.encode(ca)
+    );
+    let client = client_from(admin).await?;
+    identities::apply_text(
+        &client,
+        &manifest,
+        Path::new("<metrics-server registration>"),
+    )
+    .await?;
+    poll(cluster, "metrics-server", timeout, || async {
+        let req = http::Request::get("/apis/metrics.k8s.io/v1beta1/nodes")
+            .body(vec![])
+            .map_err(|e| e.to_string())?;
+        client
+            .request_text(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("/apis/metrics.k8s.io/v1beta1/nodes: {e}"))
     })
     .await
 }

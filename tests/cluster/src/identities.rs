@@ -27,8 +27,14 @@ pub fn manifests() -> Vec<PathBuf> {
 /// Server-side applies every document of `path`.
 pub async fn apply_file(client: &Client, path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
+    apply_text(client, &text, path).await
+}
+
+/// Server-side applies every YAML document of `text` (`origin` names it in errors).
+pub async fn apply_text(client: &Client, text: &str, origin: &Path) -> Result<()> {
+    let path = origin;
     // Parse everything first: the YAML parser must not live across an await.
-    let docs = serde_yaml::Deserializer::from_str(&text)
+    let docs = serde_yaml::Deserializer::from_str(text)
         .map(|doc| {
             serde_yaml::Value::deserialize(doc).map_err(|e| Error::BadFile {
                 path: path.to_path_buf(),

@@ -225,8 +225,14 @@ async fn apiserver_proxies_logs_and_exec_to_a_kubelet_with_a_csr_signed_cert() -
             )
         })
         .await?;
-        // The test kubelet refuses the stream after recording it; kubectl reports that.
+        // The test kubelet refuses the stream after recording it; the apiserver relays its
+        // Status back to kubectl.
         assert!(!exec.status.success());
+        assert!(
+            stderr_of(&exec).contains("test kubelet: exec request received"),
+            "kubectl {minor} exec: {}",
+            stderr_of(&exec)
+        );
 
         let seen = kubelet.seen.lock().expect("lock").clone();
         let log_req = seen
