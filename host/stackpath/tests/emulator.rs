@@ -853,3 +853,52 @@ async fn secrets_stay_out_of_errors_debug_and_logs() {
     assert!(!logs.to_lowercase().contains("bearer "), "token in logs");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn retries_only_what_is_safe_to_repeat() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let c = client(&emu);
+    let w = c
+        .create_workload(&workload("steady"))
+        .await
+        .expect("create");
+    let id = w.id.expect("id");
+    wait_running(&c, &id, "steady-city-code-dfw-0").await;
+    emu.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let before = stats(&emu).await;
+
+    // GET: idempotent, retried up to max_attempts (8), then the 5xx comes back typed.
+    let err = c.get_workload(&id).await.expect_err("always 5xx");
+    assert!(
+        matches!(err, Error::Server { .. }) && err.is_transient(),
+        "{err}"
+    );
+    // POST restart: not idempotent, never re-sent after a 5xx.
+    let err = c
+        .restart_instance(&id, "steady-city-code-dfw-0")
+        .await
+        .expect_err("always 5xx");
+    assert!(matches!(err, Error::Server { .. }), "{err}");
+    // POST create: the slug lookup fails too, so the create is not re-sent blindly.
+    c.create_workload(&workload("never"))
+        .await
+        .expect_err("always 5xx");
+
+    let after = stats(&emu).await;
+    let delta = |key: &str| route_count(&after, key) - route_count(&before, key);
+    assert_eq!(
+        delta("GET /workload/v1/stacks/{stack_id}/workloads/{workload_id}"),
+        8
+    );
+    assert_eq!(
+        delta(
+            "POST /workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances/{instance_name}/power/restart"
+        ),
+        1
+    );
+    assert_eq!(delta("POST /workload/v1/stacks/{stack_id}/workloads"), 1);
+    emu.shutdown().await;
+}
