@@ -48,6 +48,13 @@ impl Processes {
         }
     }
 
+    /// Drop an owner's groups without signalling them (its process has exited).
+    pub(crate) fn forget(&self, owner: &str) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.remove(owner);
+        }
+    }
+
     /// SIGTERM now, SIGKILL two seconds later (as a kubelet grace period would).
     pub(crate) fn kill_instance(&self, owner: &str) {
         let pgids = self

@@ -167,6 +167,8 @@ struct Chan {
     pty: Option<(u16, u16, String)>,
     input: Option<mpsc::UnboundedSender<Input>>,
     pgid: Option<i32>,
+    /// Key of its process group in the registry (removed when the process exits).
+    owner: Option<String>,
     started: bool,
 }
 
@@ -255,6 +257,10 @@ impl Conn {
                     .spawn(pts)
                     .map_err(|e| format!("cannot start sh: {e}"))?;
                 let pid = child.id().map(|p| p as i32);
+                if let Some(p) = pid {
+                    shared.processes.register(&owner, p);
+                }
+                chan.owner = Some(owner.clone());
                 let (r, w) = pty.into_split();
                 tokio::spawn(run_pty(shared, owner, child, r, w, rx, handle, channel));
                 pid
@@ -274,6 +280,10 @@ impl Conn {
                     .process_group(0);
                 let child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
                 let pid = child.id().map(|p| p as i32);
+                if let Some(p) = pid {
+                    shared.processes.register(&owner, p);
+                }
+                chan.owner = Some(owner.clone());
                 tokio::spawn(run_pipes(shared, owner, child, rx, handle, channel));
                 pid
             }
@@ -351,7 +361,6 @@ async fn run_pty(
     handle: Handle,
     channel: ChannelId,
 ) {
-    let _ = owner;
     let out = tokio::spawn(forward_output(r, handle.clone(), channel, None));
     let input = async {
         while let Some(i) = rx.recv().await {
@@ -377,6 +386,7 @@ async fn run_pty(
         _ = input => unreachable!("input never completes"),
         _ = shared.cancel.cancelled() => { let _ = child.start_kill(); child.wait().await },
     };
+    shared.processes.forget(&owner);
     // Output still in the pty arrives after the exit; grandchildren may hold it open forever.
     let _ = tokio::time::timeout(Duration::from_secs(1), out).await;
     let code = status.map(exit_code).unwrap_or(255);
@@ -391,7 +401,6 @@ async fn run_pipes(
     handle: Handle,
     channel: ChannelId,
 ) {
-    let _ = owner;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut stdin = child.stdin.take();
@@ -436,6 +445,7 @@ async fn run_pipes(
         _ = input => unreachable!("input never completes"),
         _ = shared.cancel.cancelled() => { let _ = child.start_kill(); child.wait().await },
     };
+    shared.processes.forget(&owner);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = out.await;
         let _ = err.await;

@@ -350,6 +350,18 @@ async fn russh_pty_window_change_signal_and_eof() {
     assert_eq!(out, "ping\ndone\n");
     assert_eq!(exit_status(&mut ch).await, 0);
 
+    // An interactive shell on a PTY.
+    let mut ch = s.channel_open_session().await.unwrap();
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    ch.request_shell(true).await.unwrap();
+    ch.data_bytes(&b"echo $((6*7))x; exit 3\n"[..])
+        .await
+        .unwrap();
+    read_until(&mut ch, "42x").await;
+    assert_eq!(exit_status(&mut ch).await, 3);
+
     // Stdin EOF with a PTY (^D) ends `cat` too.
     let mut ch = s.channel_open_session().await.unwrap();
     ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
@@ -359,5 +371,34 @@ async fn russh_pty_window_change_signal_and_eof() {
     ch.eof().await.unwrap();
     read_until(&mut ch, "done-pty").await;
     assert_eq!(exit_status(&mut ch).await, 0);
+
+    // A client that goes away does not leave its command running.
+    let mut ch = s.channel_open_session().await.unwrap();
+    ch.exec(true, "echo pid=$$.; exec sleep 60").await.unwrap();
+    let out = read_until(&mut ch, ".").await;
+    let pid: i32 = out
+        .trim()
+        .trim_start_matches("pid=")
+        .trim_end_matches('.')
+        .parse()
+        .unwrap();
+    let proc_path = format!("/proc/{pid}");
+    assert!(Path::new(&proc_path).exists());
+    s.disconnect(russh::Disconnect::ByApplication, "bye", "")
+        .await
+        .unwrap();
+    drop(ch);
+    let mut gone = false;
+    for _ in 0..100 {
+        let zombie_or_gone = std::fs::read_to_string(format!("{proc_path}/stat"))
+            .map(|st| st.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+            .unwrap_or(true);
+        if zombie_or_gone {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "exec process {pid} outlived its SSH session");
     emu.shutdown().await;
 }
