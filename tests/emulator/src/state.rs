@@ -172,7 +172,8 @@ impl Shared {
 
     fn new_instance(&self, name: String, city: String, now: DateTime<Utc>) -> InstanceRec {
         let n = self.ip_counter.fetch_add(1, Ordering::Relaxed);
-        let (a, b) = ((n >> 8) & 0xff, n & 0xff);
+        // Host numbers 2..=251 (never .0, .1 = gateway, .255), 250 per /24.
+        let (a, b) = ((n / 250) % 256, n % 250 + 2);
         InstanceRec {
             id: uuid::Uuid::new_v4().to_string(),
             name,

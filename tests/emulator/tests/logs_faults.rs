@@ -266,6 +266,23 @@ async fn faults_errors_429_latency_drop_and_stats() {
         1
     );
 
+    // The token endpoint is spared unless asked for.
+    put(json!({"error_rate": 1.0})).await;
+    let _ = token(&api.base).await;
+    put(json!({"error_rate": 1.0, "include_token_endpoint": true})).await;
+    let r = c
+        .post(format!("{}/identity/v1/oauth2/token", api.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "emulator-client"),
+            ("client_secret", "emulator-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error());
+    put(json!({})).await;
+
     // Invalid fault settings are refused.
     let r = c
         .put(format!("{admin}/faults"))

@@ -106,3 +106,52 @@ async fn https_with_generated_ca() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn https_with_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let emu = start(EmulatorConfig {
+        tls: true,
+        tls_cert: Some(cert_path),
+        tls_key: Some(key_path.clone()),
+        ..fast_config()
+    })
+    .await;
+    assert!(emu.ca_pem.is_none());
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/_emulator/health", emu.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+
+    // A key file without a key is refused with a message.
+    std::fs::write(&key_path, "nothing here").unwrap();
+    let err = stackpath_emulator::start(
+        EmulatorConfig {
+            tls: true,
+            tls_cert: Some(dir.path().join("c.pem")),
+            tls_key: Some(key_path),
+            ..fast_config()
+        },
+        loopback(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("private key"), "{err}");
+}
