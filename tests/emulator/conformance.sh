@@ -23,7 +23,7 @@ trap cleanup EXIT
 command -v schemathesis >/dev/null || { echo "schemathesis not found: pip install schemathesis" >&2; exit 2; }
 
 cargo build -q -p stackpath-emulator --bin stackpath-emulator --manifest-path "$root/Cargo.toml"
-"$root/target/debug/stackpath-emulator" --listen 127.0.0.1:0 --stack-id demo-stack \
+"${CARGO_TARGET_DIR:-$root/target}/debug/stackpath-emulator" --listen 127.0.0.1:0 --stack-id demo-stack \
     --scheduling-ms 50 --starting-ms 50 --deleting-ms 50 --log-follow-cut-secs 1 \
     >"$work/out" 2>"$work/err" &
 emu_pid=$!
@@ -48,7 +48,7 @@ sleep 0.3
 
 # Spec quirk: PUT's path parameters are named `{workload.stack_id}`/`{workload.id}` (grpc-gateway
 # style), which schemathesis cannot template; rename them in a copy. The URL is unchanged.
-python3 - "$here/spec/workload-api.oas2.json" "$work/spec.json" <<'PY'
+python3 - "$root/docs/stackpath/workload-api.oas2.json" "$work/spec.json" <<'PY'
 import json, sys
 spec = json.load(open(sys.argv[1]))
 paths = {}

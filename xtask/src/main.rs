@@ -50,6 +50,7 @@ fn test() -> Result<(), String> {
     let started = Instant::now();
     // A toolchain file does not add targets to an already installed toolchain.
     step("wasm target", "rustup", &["target", "add", "wasm32-wasip2"])?;
+    system_tools()?;
     step("format", "cargo", &["fmt", "--all", "--", "--check"])?;
     step(
         "lint",
@@ -75,7 +76,55 @@ fn test() -> Result<(), String> {
         "cargo",
         &["deny", "--offline", "check", "licenses", "bans", "sources"],
     )?;
+    // Kubernetes from its own Go modules (cached by go.mod hash; minutes when cold). Built in
+    // its own step so its progress shows, rather than inside the first test that needs it.
+    step(
+        "kubernetes control plane",
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "local-cluster",
+            "--",
+            "build",
+            "--with-metrics-server",
+        ],
+    )?;
     step("tests", "cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    step(
+        "emulator conformance (schemathesis)",
+        "bash",
+        &["tests/emulator/conformance.sh"],
+    )?;
     println!("\nall checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Tools the tests drive from outside Rust: the system SSH client (console tests), Go (the
+/// control plane, SPDY interop) and schemathesis (API conformance).
+fn system_tools() -> Result<(), String> {
+    if !have("go", &["version"]) {
+        return Err(
+            "Go is needed to build Kubernetes for the tests: install it (https://go.dev/dl) \
+                    or point KUBEBUILDER_ASSETS at ready binaries"
+                .into(),
+        );
+    }
+    if !have("ssh", &["-V"]) {
+        step("package lists", "apt-get", &["update", "-q"])?;
+        step(
+            "install ssh client",
+            "apt-get",
+            &["install", "-y", "-q", "openssh-client"],
+        )?;
+    }
+    if !have("schemathesis", &["--version"]) {
+        step(
+            "install schemathesis",
+            "python3",
+            &["-m", "pip", "install", "--quiet", "schemathesis==4.32.5"],
+        )?;
+    }
     Ok(())
 }

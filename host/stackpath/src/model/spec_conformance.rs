@@ -1,4 +1,4 @@
-//! Checks the model against StackPath's spec (`spec/workload-api.oas2.json`): every JSON field
+//! Checks the model against StackPath's spec (`docs/stackpath/workload-api.oas2.json`): every JSON field
 //! the model serializes exists in the matching spec definition with a compatible type, every
 //! enum value the model can send is one the spec lists, and, for the definitions the model
 //! covers, no spec property is left out (so a workload read back and PUT loses nothing).
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::secret::Secret;
 
-const SPEC: &str = include_str!("../../spec/workload-api.oas2.json");
+const SPEC: &str = include_str!("../../../../docs/stackpath/workload-api.oas2.json");
 
 struct Checker<'a> {
     defs: &'a serde_json::Map<String, Value>,

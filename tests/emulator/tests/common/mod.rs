@@ -165,7 +165,7 @@ impl Api {
 
 /// The vendor spec (a copy lives beside this crate).
 pub fn spec() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/spec/workload-api.oas2.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/stackpath/workload-api.oas2.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
