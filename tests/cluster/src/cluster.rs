@@ -778,7 +778,7 @@ fn start_cluster(
                 "--kubelet-use-node-status-port".into(),
                 // Nodes (the daemon) serve certificates signed by the cluster CA via CSRs.
                 format!("--kubelet-certificate-authority={}", p(pki.ca_crt())),
-                "--metric-resolution=10s".into(),
+                "--metric-resolution=15s".into(),
             ],
             ports.metrics_server,
         )?;
