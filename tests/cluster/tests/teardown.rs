@@ -63,6 +63,9 @@ fn run_child(mode: &str, dir: &Path) {
         ])
         .env(MODE, mode)
         .env(PIDS, &pid_file)
+        // The child's own test report (a deliberate panic reads as FAILED) stays out of ours.
+        .stdout(std::fs::File::create(dir.join(format!("{mode}.log"))).expect("child log"))
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("re-running the test binary");
     let deadline = Instant::now() + Duration::from_secs(180);
