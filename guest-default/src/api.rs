@@ -47,8 +47,8 @@ impl Finding {
 /// The policy's answer for a pod that can run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translation {
-    /// The `v1WorkloadSpec` JSON object (without host-owned fields).
-    pub spec: serde_json::Value,
+    /// The `v1WorkloadSpec` as a JSON object (without host-owned fields).
+    pub spec: String,
     pub annotations: Vec<(String, String)>,
     pub warnings: Vec<Finding>,
 }

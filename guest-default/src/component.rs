@@ -39,7 +39,7 @@ impl Guest for DefaultPolicy {
         };
         match crate::translate(&pod, &ctx) {
             Ok(t) => Ok(Translation {
-                spec: t.spec.to_string(),
+                spec: t.spec,
                 annotations: t.annotations,
                 warnings: t
                     .warnings

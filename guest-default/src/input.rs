@@ -89,17 +89,32 @@ pub struct VolumeMount {
     pub mount_path: String,
 }
 
+/// A probe: a handler (the same fields as [`Handler`], listed here rather than flattened,
+/// which would make serde buffer every probe) plus timings.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Probe {
-    #[serde(flatten)]
-    pub handler: Handler,
+    pub http_get: Option<HttpGet>,
+    pub tcp_socket: Option<TcpSocket>,
+    pub exec: Option<Exec>,
+    pub sleep: Option<Value>,
     pub grpc: Option<Value>,
     pub initial_delay_seconds: Option<i32>,
     pub timeout_seconds: Option<i32>,
     pub period_seconds: Option<i32>,
     pub success_threshold: Option<i32>,
     pub failure_threshold: Option<i32>,
+}
+
+impl Probe {
+    pub fn handler(&self) -> Handler {
+        Handler {
+            http_get: self.http_get.clone(),
+            tcp_socket: self.tcp_socket.clone(),
+            exec: self.exec.clone(),
+            sleep: self.sleep.clone(),
+        }
+    }
 }
 
 /// The handler shapes shared by probes and lifecycle hooks.
@@ -112,7 +127,7 @@ pub struct Handler {
     pub sleep: Option<Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpGet {
     pub path: Option<String>,
@@ -122,20 +137,20 @@ pub struct HttpGet {
     pub host: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct HttpHeader {
     pub name: String,
     pub value: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct TcpSocket {
     pub port: Value,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Exec {
     pub command: Vec<String>,
@@ -217,16 +232,38 @@ pub struct DnsOption {
     pub value: Option<String>,
 }
 
-/// A volume: its name, its CSI source when it has one, and the other source kinds as raw JSON
-/// so that warnings can name them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+/// A volume: its name, its CSI source when it has one, and which other source it uses (so
+/// that warnings can name it). Read from raw JSON, since a volume has some thirty source kinds.
+#[derive(Debug, Default)]
 pub struct Volume {
     pub name: String,
     pub csi: Option<Csi>,
+    /// The source kind (`emptyDir`, `configMap`, `projected`, …) when it is not CSI.
+    pub kind: Option<String>,
     pub projected: Option<Value>,
-    #[serde(flatten)]
-    pub other: BTreeMap<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Volume {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, Value>::deserialize(d)?;
+        let name = match map.remove("name") {
+            Some(Value::String(n)) => n,
+            None | Some(Value::Null) => String::new(),
+            Some(_) => return Err(serde::de::Error::custom("volume name must be a string")),
+        };
+        let csi = match map.remove("csi") {
+            Some(v) => Some(Csi::deserialize(v).map_err(serde::de::Error::custom)?),
+            None => None,
+        };
+        let projected = map.get("projected").cloned();
+        let kind = map.into_iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k);
+        Ok(Volume {
+            name,
+            csi,
+            kind,
+            projected,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -273,16 +273,25 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
     };
     let cpu = pick("cpu", Quantity::units(1));
     let memory = pick("memory", Quantity::gib(2));
-    for (kind, map) in [
-        ("requests", &c.resources.requests),
-        ("limits", &c.resources.limits),
-    ] {
-        for key in map.keys().filter(|k| *k != "cpu" && *k != "memory") {
-            f.warn(
-                format!("{path}.resources.{kind}.{key}"),
-                format!("StackPath sizes only cpu and memory; `{key}` is left out"),
-            );
-        }
+    // One warning per resource name: the API server copies limits into requests, and a raw
+    // and a defaulted pod must give the same warnings.
+    let others: std::collections::BTreeSet<&String> = c
+        .resources
+        .requests
+        .keys()
+        .chain(c.resources.limits.keys())
+        .filter(|k| *k != "cpu" && *k != "memory")
+        .collect();
+    for key in others {
+        let kind = if c.resources.limits.contains_key(key) {
+            "limits"
+        } else {
+            "requests"
+        };
+        f.warn(
+            format!("{path}.resources.{kind}.{key}"),
+            format!("StackPath sizes only cpu and memory; `{key}` is left out"),
+        );
     }
     let size = match smallest_fitting(&cpu, &memory) {
         Ok(s) => s,

@@ -99,7 +99,7 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         .into_iter()
         .filter(|(k, _)| !DROPPED_ANNOTATIONS.contains(&k.as_str()))
         .collect();
-    let spec = serde_json::to_value(&spec).map_err(|e| {
+    let spec = serde_json::to_string(&spec).map_err(|e| {
         vec![Finding::new(
             "spec",
             format!("internal error serializing the workload spec: {e}"),
@@ -112,17 +112,25 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
     })
 }
 
+/// Parses the pod. serde_path_to_error allocates a path segment per key, so it only runs
+/// again on the rare invalid pod, to say where the problem is.
 fn parse(pod_json: &str) -> Result<Pod, Violations> {
+    if let Ok(pod) = serde_json::from_str(pod_json) {
+        return Ok(pod);
+    }
     let de = &mut serde_json::Deserializer::from_str(pod_json);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![Finding::new(
-            path,
-            format!(
-                "the pod is not valid JSON of a Kubernetes Pod: {}",
-                e.inner()
-            ),
-        )]
-    })
+    match serde_path_to_error::deserialize::<_, Pod>(de) {
+        Ok(pod) => Ok(pod),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err(vec![Finding::new(
+                path,
+                format!(
+                    "the pod is not valid JSON of a Kubernetes Pod: {}",
+                    e.inner()
+                ),
+            )])
+        }
+    }
 }

@@ -29,7 +29,7 @@ pub(crate) fn map_probe(
         );
         return None;
     }
-    let handler = map_handler(&p.handler, path, ports, f)?;
+    let handler = map_handler(&p.handler(), path, ports, f)?;
     Some(Probe {
         handler,
         initial_delay_seconds: p.initial_delay_seconds.unwrap_or(0),

@@ -56,13 +56,7 @@ pub(crate) fn map_volumes(volumes: &[Volume], f: &mut Findings) -> MappedVolumes
             None => {
                 let silent = is_service_account_token(v);
                 if !silent {
-                    let kind = v
-                        .other
-                        .keys()
-                        .next()
-                        .map(String::as_str)
-                        .or(v.projected.as_ref().map(|_| "projected"))
-                        .unwrap_or("unknown");
+                    let kind = v.kind.as_deref().unwrap_or("unknown");
                     f.warn(
                         path,
                         format!(

@@ -300,6 +300,10 @@ fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
     pool.total_memories(slots * 4);
     pool.total_tables(slots * 16);
     pool.max_memory_size(limits.memory_bytes);
+    // Reset the first pages of a slot with memset instead of madvise: a policy touches its
+    // stack and heap start on every call, and page faults would dominate a short call.
+    pool.linear_memory_keep_resident(4 << 20);
+    pool.table_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }

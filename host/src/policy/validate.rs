@@ -39,13 +39,6 @@ const MAX_MESSAGE_LEN: usize = 1024;
 const MAX_SPEC_BYTES: usize = 1 << 20;
 /// The Kubernetes limit for all annotations of one object.
 const MAX_ANNOTATION_BYTES: usize = 256 << 10;
-/// Fields of the spec that belong to the host (identity, network, credentials).
-const HOST_OWNED: &[&str] = &[
-    "networkInterfaces",
-    "imagePullCredentials",
-    "virtualMachines",
-];
-
 pub(crate) fn translation(
     policy: &str,
     t: Translation,
@@ -128,41 +121,48 @@ fn parse_spec(json: &str, v: &mut Vec<Violation>) -> Option<WorkloadSpec> {
         ));
         return None;
     }
-    let value: serde_json::Value = match serde_json::from_str(json) {
-        Ok(value) => value,
+    // The fast path first; serde_path_to_error (an allocation per key) only to explain a failure.
+    let parsed = serde_json::from_str::<WorkloadSpec>(json).or_else(|_| {
+        serde_path_to_error::deserialize::<_, WorkloadSpec>(
+            &mut serde_json::Deserializer::from_str(json),
+        )
+    });
+    let spec = match parsed {
+        Ok(spec) => spec,
+        Err(e) if e.inner().is_syntax() || e.inner().is_eof() => {
+            v.push(violation("spec", format!("not JSON: {}", e.inner())));
+            return None;
+        }
         Err(e) => {
-            v.push(violation("spec", format!("not JSON: {e}")));
+            let path = e.path().to_string();
+            v.push(violation(
+                if path == "." {
+                    "spec".to_string()
+                } else {
+                    format!("spec.{path}")
+                },
+                format!("does not fit StackPath's v1WorkloadSpec: {}", e.inner()),
+            ));
             return None;
         }
     };
-    let Some(object) = value.as_object() else {
-        v.push(violation(
-            "spec",
-            "must be a JSON object (a v1WorkloadSpec)",
-        ));
-        return None;
-    };
-    for key in HOST_OWNED {
-        if object.contains_key(*key) {
+    let host_owned = [
+        ("networkInterfaces", !spec.network_interfaces.is_empty()),
+        (
+            "imagePullCredentials",
+            !spec.image_pull_credentials.is_empty(),
+        ),
+        ("virtualMachines", !spec.virtual_machines.is_empty()),
+    ];
+    for (key, set) in host_owned {
+        if set {
             v.push(violation(
                 format!("spec.{key}"),
                 "set by the host, not by a policy; leave it out",
             ));
         }
     }
-    if !v.is_empty() {
-        return None;
-    }
-    match serde_path_to_error::deserialize::<_, WorkloadSpec>(value) {
-        Ok(spec) => Some(spec),
-        Err(e) => {
-            v.push(violation(
-                format!("spec.{}", e.path()),
-                format!("does not fit StackPath's v1WorkloadSpec: {}", e.inner()),
-            ));
-            None
-        }
-    }
+    v.is_empty().then_some(spec)
 }
 
 fn check_spec(spec: &WorkloadSpec, ctx: &CallContext, v: &mut Vec<Violation>) {

@@ -163,9 +163,12 @@ impl Api {
     }
 }
 
-/// The vendor spec (a copy lives beside this crate).
+/// The vendor spec, kept once for the whole repository in docs/stackpath/.
 pub fn spec() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/stackpath/workload-api.oas2.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/stackpath/workload-api.oas2.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
