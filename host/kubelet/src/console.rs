@@ -1,0 +1,359 @@
+//! The console bridge: one exec = one SSH session to StackPath's container console, with the
+//! host key checked as configured, a PTY when asked, resizes as window-change, and the exit
+//! status or signal mapped back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::client::{self, AuthResult};
+use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Sig};
+use tokio::sync::mpsc;
+
+use crate::config::{ConsoleConfig, HostKeyPolicy};
+use crate::locator::ContainerLocation;
+
+/// Terminal size, as the resize channel carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct TermSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// The streams of one exec, transport-neutral. A closed `stdin` receiver is stdin EOF; a
+/// dropped output receiver (client gone) ends the session.
+#[derive(Debug)]
+pub struct ExecIo {
+    pub stdin: Option<mpsc::Receiver<Bytes>>,
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub resize: Option<mpsc::Receiver<TermSize>>,
+}
+
+/// How the remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitOutcome {
+    Code(u32),
+    /// Killed by a signal (name without `SIG`); the shell convention maps it to 128+n.
+    Signal(String),
+}
+
+impl ExitOutcome {
+    /// The exit code as a shell reports it.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Code(c) => *c,
+            Self::Signal(s) => 128 + signal_number(s),
+        }
+    }
+}
+
+fn signal_number(name: &str) -> u32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
+fn sig_name(s: &Sig) -> String {
+    match s {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(c) => c.clone(),
+    }
+}
+
+/// Why an exec could not run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("cannot reach the StackPath container console at {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error(
+        "refusing the StackPath container console at {addr}: its SSH host key {fingerprint} does not match {expected}; if the console's key really changed, update --console-known-hosts or --console-host-key"
+    )]
+    HostKeyMismatch {
+        addr: String,
+        fingerprint: String,
+        expected: String,
+    },
+    #[error(
+        "the StackPath container console at {addr} rejected the login for {user} (check the stack id, the client id and secret, and that the instance is running)"
+    )]
+    AuthRejected { addr: String, user: String },
+    #[error("SSH error talking to the container console at {addr}: {message}")]
+    Ssh { addr: String, message: String },
+    #[error("the container console closed the session without an exit status")]
+    NoExitStatus,
+}
+
+struct KeyCheck {
+    policy: HostKeyPolicy,
+    host: String,
+    port: u16,
+    verdict: Arc<Mutex<Option<(String, String)>>>,
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+impl KeyCheck {
+    fn check(&self, key: &PublicKey) -> Result<(), String> {
+        match &self.policy {
+            HostKeyPolicy::InsecureAcceptAny => Ok(()),
+            HostKeyPolicy::Pinned(pins) => {
+                let fp = fingerprint(key);
+                let ok = pins.iter().any(|pin| {
+                    let pin = pin.trim();
+                    if pin.starts_with("SHA256:") {
+                        pin == fp
+                    } else {
+                        PublicKey::from_openssh(pin).is_ok_and(|p| p.key_data() == key.key_data())
+                    }
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("the pinned key(s) ({})", pins.len()))
+                }
+            }
+            HostKeyPolicy::KnownHosts(path) => {
+                match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(format!(
+                        "any key for [{}]:{} in {}",
+                        self.host,
+                        self.port,
+                        path.display()
+                    )),
+                    Err(e) => Err(format!("the known_hosts file {} ({e})", path.display())),
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for KeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            // A certificate's signing key is not the host key we pin; check that the host key
+            // inside it matches instead.
+            PublicKeyOrCertificate::Certificate(c) => &PublicKey::from(c.public_key().clone()),
+        };
+        match self.check(key) {
+            Ok(()) => Ok(true),
+            Err(expected) => {
+                if let Ok(mut v) = self.verdict.lock() {
+                    *v = Some((fingerprint(key), expected));
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Joins argv into one command line for `sh -c`, quoting what needs it (SSH has no argv).
+pub fn shell_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let safe = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if safe {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Connects to the console and runs `argv` in the container, pumping `io` until the command
+/// ends. `idle` closes a session with no traffic either way.
+pub async fn exec(
+    cfg: &ConsoleConfig,
+    loc: &ContainerLocation,
+    argv: &[String],
+    tty: bool,
+    mut io: ExecIo,
+    idle: Duration,
+) -> Result<ExitOutcome, ConsoleError> {
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let ssh_err = |e: russh::Error| ConsoleError::Ssh {
+        addr: addr.clone(),
+        message: e.to_string(),
+    };
+    let tcp = tokio::time::timeout(
+        cfg.connect_timeout,
+        tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    )
+    .await
+    .map_err(|_| ConsoleError::Connect {
+        addr: addr.clone(),
+        message: format!("timed out after {:?}", cfg.connect_timeout),
+    })?
+    .map_err(|e| ConsoleError::Connect {
+        addr: addr.clone(),
+        message: e.to_string(),
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let verdict = Arc::new(Mutex::new(None));
+    let handler = KeyCheck {
+        policy: cfg.host_key.clone(),
+        host: cfg.host.clone(),
+        port: cfg.port,
+        verdict: verdict.clone(),
+    };
+    let ssh_cfg = Arc::new(client::Config {
+        inactivity_timeout: Some(idle),
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut session = match client::connect_stream(ssh_cfg, tcp, handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some((fingerprint, expected)) = verdict.lock().ok().and_then(|mut v| v.take()) {
+                return Err(ConsoleError::HostKeyMismatch {
+                    addr,
+                    fingerprint,
+                    expected,
+                });
+            }
+            return Err(ssh_err(e));
+        }
+    };
+    let user = cfg.user(&loc.instance_name, &loc.container);
+    match session
+        .authenticate_password(user.clone(), cfg.client_secret.expose())
+        .await
+        .map_err(ssh_err)?
+    {
+        AuthResult::Success => {}
+        AuthResult::Failure { .. } => return Err(ConsoleError::AuthRejected { addr, user }),
+    }
+    let channel = session.channel_open_session().await.map_err(ssh_err)?;
+    if tty {
+        // The first resize usually follows at once; start with the classic size.
+        channel
+            .request_pty(false, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .map_err(ssh_err)?;
+    }
+    channel
+        .exec(true, shell_join(argv).into_bytes())
+        .await
+        .map_err(ssh_err)?;
+    let (mut rd, wr) = channel.split();
+    let mut outcome = None;
+    let mut stdin_open = io.stdin.is_some();
+    let mut resize_open = io.resize.is_some();
+    loop {
+        tokio::select! {
+            msg = rd.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(tx) = &io.stdout
+                        && tx.send(data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    let tx = io.stderr.as_ref().or(io.stdout.as_ref());
+                    if let Some(tx) = tx
+                        && tx.send(data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    outcome = Some(ExitOutcome::Code(exit_status));
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    outcome = Some(ExitOutcome::Signal(sig_name(&signal_name)));
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            },
+            chunk = recv_opt(&mut io.stdin), if stdin_open => match chunk {
+                Some(data) => {
+                    if wr.data_bytes(data).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    stdin_open = false;
+                    let _ = wr.eof().await;
+                }
+            },
+            size = recv_opt(&mut io.resize), if resize_open => match size {
+                Some(s) => {
+                    let _ = wr.window_change(u32::from(s.width), u32::from(s.height), 0, 0).await;
+                }
+                None => resize_open = false,
+            },
+        }
+    }
+    let _ = session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    outcome.ok_or(ConsoleError::NoExitStatus)
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_is_quoted_for_sh() {
+        let a = |v: &[&str]| shell_join(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&["ls", "-la", "/tmp"]), "ls -la /tmp");
+        assert_eq!(
+            a(&["sh", "-c", "echo 'hi' $X"]),
+            r"sh -c 'echo '\''hi'\'' $X'"
+        );
+        assert_eq!(a(&[""]), "''");
+    }
+
+    #[test]
+    fn signals_map_to_shell_codes() {
+        assert_eq!(ExitOutcome::Signal("KILL".into()).code(), 137);
+        assert_eq!(ExitOutcome::Code(3).code(), 3);
+    }
+}

@@ -1,0 +1,399 @@
+//! `GET /containerLogs/{namespace}/{pod}/{container}`: StackPath's instance logs, streamed with
+//! back-pressure. A follow stream that StackPath cuts is resumed from the last timestamp seen,
+//! skipping what was already sent, until the client leaves or the container stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use http::StatusCode;
+use stackpath_client::model::InstancePhase;
+use stackpath_client::{LogOptions, LogStream};
+use tokio::sync::mpsc;
+
+use crate::exec::protocol::form_pairs;
+use crate::locator::ContainerLocation;
+use crate::state::{AppState, StreamGuard, text};
+
+/// The query of `/containerLogs/...` (kubelet names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub follow: bool,
+    pub previous: bool,
+    pub since_seconds: Option<i64>,
+    pub since_time: Option<DateTime<Utc>>,
+    pub timestamps: bool,
+    pub tail_lines: Option<i64>,
+    pub limit_bytes: Option<i64>,
+}
+
+impl LogQuery {
+    pub fn from_query(query: &str) -> Result<Self, String> {
+        let mut q = Self::default();
+        for (k, v) in form_pairs(query) {
+            let bool_of = |v: &str| match v {
+                "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+                "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+                _ => Err(format!("invalid value {v:?} for {k}: want true or false")),
+            };
+            let int_of = |v: &str| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("invalid value {v:?} for {k}: want an integer"))
+            };
+            match k.as_str() {
+                "follow" => q.follow = bool_of(&v)?,
+                "previous" => q.previous = bool_of(&v)?,
+                "timestamps" => q.timestamps = bool_of(&v)?,
+                "sinceSeconds" => q.since_seconds = Some(int_of(&v)?),
+                "tailLines" => q.tail_lines = Some(int_of(&v)?),
+                "limitBytes" => q.limit_bytes = Some(int_of(&v)?),
+                "sinceTime" => {
+                    q.since_time = Some(
+                        DateTime::parse_from_rfc3339(&v)
+                            .map_err(|_| format!("invalid sinceTime {v:?}: want an RFC 3339 time"))?
+                            .with_timezone(&Utc),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if q.since_seconds.is_some() && q.since_time.is_some() {
+            return Err("at most one of sinceTime or sinceSeconds may be specified".into());
+        }
+        if q.since_seconds.is_some_and(|s| s < 1) {
+            return Err("sinceSeconds must be greater than 0".into());
+        }
+        if q.tail_lines.is_some_and(|n| n < 0) {
+            return Err("tailLines must be greater than or equal to 0".into());
+        }
+        if q.limit_bytes.is_some_and(|n| n < 1) {
+            return Err("limitBytes must be a positive integer or nil".into());
+        }
+        Ok(q)
+    }
+}
+
+pub(crate) async fn handler(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let q = match LogQuery::from_query(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(m) => return text(StatusCode::BAD_REQUEST, m),
+    };
+    let loc = match state.locator.locate(&namespace, &pod, &container) {
+        Ok(l) => l,
+        Err(e) => return text(e.status(), e.to_string()),
+    };
+    let guard = if q.follow {
+        match state.acquire_stream(&req) {
+            Ok(g) => Some(g),
+            Err(r) => return r,
+        }
+    } else {
+        None
+    };
+    let first = LogOptions {
+        container_name: Some(loc.container.clone()),
+        follow: q.follow,
+        previous: q.previous,
+        since_seconds: q.since_seconds,
+        since_time: q.since_time,
+        // Always: the timestamps are how a resumed stream skips what was sent.
+        timestamps: true,
+        tail_lines: q.tail_lines,
+        limit_bytes: None,
+    };
+    let stream = match state
+        .stackpath
+        .instance_logs(&loc.workload_id, &loc.instance_name, &first)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let status = if e.is_not_found() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return text(
+                status,
+                format!(
+                    "cannot get logs of container {container:?} in pod {namespace}/{pod} from StackPath: {e}"
+                ),
+            );
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(pump(state, loc, q, first, stream, tx, guard));
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// Removes lines already sent when a stream is resumed from the last timestamp.
+#[derive(Debug, Default)]
+pub struct Dedup {
+    last: Option<DateTime<Utc>>,
+    /// Lines sent carrying exactly `last`.
+    at_last: usize,
+    /// Lines with timestamp `last` still to skip in the resumed stream.
+    skip: usize,
+}
+
+impl Dedup {
+    /// Called when a resumed stream starts at `self.last`.
+    pub fn resumed(&mut self) {
+        self.skip = self.at_last;
+    }
+
+    /// The timestamp to resume from.
+    pub fn resume_from(&self) -> Option<DateTime<Utc>> {
+        self.last
+    }
+
+    /// Whether to pass this line on (and records it).
+    pub fn admit(&mut self, ts: Option<DateTime<Utc>>) -> bool {
+        let Some(t) = ts else { return true };
+        match self.last {
+            Some(last) if t < last => false,
+            Some(last) if t == last => {
+                if self.skip > 0 {
+                    self.skip -= 1;
+                    false
+                } else {
+                    self.at_last += 1;
+                    true
+                }
+            }
+            _ => {
+                self.last = Some(t);
+                self.at_last = 1;
+                self.skip = 0;
+                true
+            }
+        }
+    }
+}
+
+/// Splits `<RFC 3339> <text>` into its time and the text.
+pub fn split_timestamp(line: &[u8]) -> (Option<DateTime<Utc>>, &[u8]) {
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return (None, line);
+    };
+    let ts = std::str::from_utf8(&line[..sp])
+        .ok()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match ts {
+        Some(t) => (Some(t), &line[sp + 1..]),
+        None => (None, line),
+    }
+}
+
+struct Out {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    remaining: Option<u64>,
+}
+
+impl Out {
+    /// Sends `b` (cut to the byte limit); `false` when the stream must end.
+    async fn send(&mut self, b: &[u8]) -> bool {
+        let mut b = Bytes::copy_from_slice(b);
+        if let Some(r) = &mut self.remaining {
+            if (b.len() as u64) >= *r {
+                b.truncate(*r as usize);
+                *r = 0;
+            } else {
+                *r -= b.len() as u64;
+            }
+        }
+        if !b.is_empty() && self.tx.send(Ok(b)).await.is_err() {
+            return false;
+        }
+        self.remaining != Some(0)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    state: Arc<AppState>,
+    loc: ContainerLocation,
+    q: LogQuery,
+    first: LogOptions,
+    stream: LogStream,
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    _guard: Option<StreamGuard>,
+) {
+    let mut out = Out {
+        tx: tx.clone(),
+        remaining: q.limit_bytes.map(|n| n as u64),
+    };
+    let mut dedup = Dedup::default();
+    let mut partial = BytesMut::new();
+    let mut failures = 0u32;
+    let mut stream = Some(stream);
+    loop {
+        while let Some(s) = stream.as_mut() {
+            let item = tokio::select! {
+                _ = tx.closed() => return,
+                _ = state.shutdown.cancelled() => return,
+                item = s.next() => item,
+            };
+            match item {
+                Some(Ok(chunk)) => {
+                    failures = 0;
+                    partial.extend_from_slice(&chunk);
+                    while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
+                        let line = partial.split_to(pos + 1);
+                        let (ts, rest) = split_timestamp(&line);
+                        if !dedup.admit(ts) {
+                            continue;
+                        }
+                        let shown: &[u8] = if q.timestamps { &line } else { rest };
+                        if !out.send(shown).await {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "StackPath log stream broke");
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !q.follow || q.previous {
+            if !partial.is_empty() {
+                let (_, rest) = split_timestamp(&partial);
+                let shown = if q.timestamps { &partial[..] } else { rest };
+                out.send(&shown.to_vec()).await;
+            }
+            return;
+        }
+        // A cut mid-line: the resumed stream sends that line again in full.
+        partial.clear();
+        if !still_running(&state, &loc).await {
+            return;
+        }
+        let backoff = state.limits.log_resume_backoff * (1 << failures.min(5));
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        let opts = match dedup.resume_from() {
+            Some(t) => LogOptions {
+                since_time: Some(t),
+                since_seconds: None,
+                tail_lines: None,
+                ..first.clone()
+            },
+            None => first.clone(),
+        };
+        match state
+            .stackpath
+            .instance_logs(&loc.workload_id, &loc.instance_name, &opts)
+            .await
+        {
+            Ok(s) => {
+                stream = Some(s);
+                dedup.resumed();
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, failures, "cannot resume the StackPath log stream");
+                if failures > 20 {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(format!(
+                            "log stream from StackPath could not be resumed: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+                stream = None;
+            }
+        }
+    }
+}
+
+/// Whether the container may still produce output (then a cut stream is resumed).
+async fn still_running(state: &AppState, loc: &ContainerLocation) -> bool {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        state
+            .stackpath
+            .get_instance(&loc.workload_id, &loc.instance_name),
+    )
+    .await
+    {
+        Ok(Ok(inst)) => {
+            let phase_ok = matches!(
+                inst.phase,
+                Some(InstancePhase::Running) | Some(InstancePhase::Starting) | None
+            );
+            let terminated = inst
+                .container_statuses
+                .iter()
+                .any(|c| c.name.as_deref() == Some(&loc.container) && c.terminated.is_some());
+            phase_ok && !terminated
+        }
+        Ok(Err(e)) => !e.is_not_found(),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Option<DateTime<Utc>> {
+        Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+
+    #[test]
+    fn resumed_streams_skip_what_was_sent() {
+        let mut d = Dedup::default();
+        assert!(d.admit(t("2026-01-01T00:00:01Z")));
+        assert!(d.admit(t("2026-01-01T00:00:02Z")));
+        assert!(d.admit(t("2026-01-01T00:00:02Z")));
+        d.resumed();
+        // The resumed stream starts at :02 and repeats both :02 lines, then a third one.
+        assert!(!d.admit(t("2026-01-01T00:00:02Z")));
+        assert!(!d.admit(t("2026-01-01T00:00:02Z")));
+        assert!(d.admit(t("2026-01-01T00:00:02Z")));
+        assert!(d.admit(t("2026-01-01T00:00:03Z")));
+        assert!(!d.admit(t("2026-01-01T00:00:01Z")));
+        assert!(d.admit(None));
+    }
+
+    #[test]
+    fn timestamps_split_off() {
+        let (ts, rest) = split_timestamp(b"2026-11-26T00:00:00.123456789Z hello world\n");
+        assert!(ts.is_some());
+        assert_eq!(rest, b"hello world\n");
+        let (ts, rest) = split_timestamp(b"no timestamp here\n");
+        assert!(ts.is_none());
+        assert_eq!(rest, b"no timestamp here\n");
+    }
+
+    #[test]
+    fn query_is_validated() {
+        let q = LogQuery::from_query("follow=true&tailLines=5&timestamps=1&limitBytes=10").unwrap();
+        assert!(q.follow && q.timestamps);
+        assert_eq!((q.tail_lines, q.limit_bytes), (Some(5), Some(10)));
+        assert!(LogQuery::from_query("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z").is_err());
+        assert!(LogQuery::from_query("tailLines=-1").is_err());
+        assert!(LogQuery::from_query("sinceTime=yesterday").is_err());
+    }
+}
