@@ -24,11 +24,13 @@ pub fn translate(pod: &str, ctx: &Context) -> Result<Translation, Violations> {
     let mut spec: Value = serde_json::from_str(&t.spec).map_err(|e| {
         vec![Finding::new(
             "spec",
-            format!("the default mapping returned a spec that is not JSON ({e}); report this as a bug"),
+            format!(
+                "the default mapping returned a spec that is not JSON ({e}); report this as a bug"
+            ),
         )]
     })?;
-    for (section, kind) in [("containers", "containers"), ("initContainers", "initContainers")] {
-        let Some(containers) = spec.get_mut(section).and_then(Value::as_object_mut) else {
+    for kind in ["containers", "initContainers"] {
+        let Some(containers) = spec.get_mut(kind).and_then(Value::as_object_mut) else {
             continue;
         };
         for (name, container) in containers.iter_mut() {
@@ -37,8 +39,9 @@ pub fn translate(pod: &str, ctx: &Context) -> Result<Translation, Violations> {
             };
             size_up(container);
             if force_read_only(container) {
+                let at = index_of(pod, kind, name).map_or_else(|| name.clone(), |i| i.to_string());
                 t.warnings.push(Finding::new(
-                    format!("spec.{kind}[name={name}].securityContext.readOnlyRootFilesystem"),
+                    format!("spec.{kind}[{at}].securityContext.readOnlyRootFilesystem"),
                     "this policy runs every container with a read-only root filesystem; \
                      write to a volume instead",
                 ));
@@ -47,6 +50,16 @@ pub fn translate(pod: &str, ctx: &Context) -> Result<Translation, Violations> {
     }
     t.spec = spec.to_string();
     Ok(t)
+}
+
+/// The position of container `name` in the pod's `spec.<kind>`, for field paths.
+fn index_of(pod: &str, kind: &str, name: &str) -> Option<usize> {
+    let pod: Value = serde_json::from_str(pod).ok()?;
+    pod.get("spec")?
+        .get(kind)?
+        .as_array()?
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// The `ops` rule: a pod there must carry `REMOTE_MANAGEMENT: "true"`.
@@ -83,7 +96,10 @@ fn namespace_rule(pod: &str) -> Violations {
 
 /// Replaces the container's size (requests = limits = one SP size) with the next size up.
 fn size_up(container: &mut Map<String, Value>) {
-    let Some(resources) = container.get_mut("resources").and_then(Value::as_object_mut) else {
+    let Some(resources) = container
+        .get_mut("resources")
+        .and_then(Value::as_object_mut)
+    else {
         return;
     };
     let current = resources

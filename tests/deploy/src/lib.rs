@@ -1,0 +1,243 @@
+//! Rendering `deploy/` the way an operator does (`kubectl kustomize`), for the tests in
+//! `tests/`. Overlays need files that are never committed (each city's `credentials.env`, a
+//! custom `policy.wasm`): [`Workspace`] copies `deploy/` into a temporary directory and puts
+//! stand-ins there, so the source tree is never written to.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not run `{command}`: {source}; is kubectl on PATH (or set KUBECTL)?")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    Command {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("the rendering of {overlay} is not a YAML stream of objects: {reason}")]
+    Yaml { overlay: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The repository's `deploy/` directory.
+pub fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .components()
+        .collect()
+}
+
+/// `$KUBECTL`, else `kubectl` from PATH.
+pub fn kubectl() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into())
+}
+
+/// Every kustomization an operator may render, relative to `deploy/`: the root, each city
+/// overlay and each example. Found on disk, so a new overlay is tested without editing a list.
+pub fn kustomizations() -> Result<Vec<String>> {
+    let root = deploy_dir();
+    let mut found = vec![String::from(".")];
+    for group in ["overlays", "examples"] {
+        let dir = root.join(group);
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
+            action: "listing",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("kustomization.yaml").is_file())
+            .map(|e| format!("{group}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        found.extend(names);
+    }
+    Ok(found)
+}
+
+/// The city overlays (`overlays/<city>`), by city name.
+pub fn cities() -> Result<Vec<String>> {
+    Ok(kustomizations()?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("overlays/").map(str::to_owned))
+        .collect())
+}
+
+/// A private copy of `deploy/` with stand-ins for the files an operator provides.
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+/// The stand-in policy: any bytes will do for rendering and dry runs (not valid UTF-8, so it
+/// lands in `binaryData` as a real policy does).
+pub const STAND_IN_POLICY: &[u8] = b"\0asm\x0d\0\x01\0\xff\xfe stand-in policy";
+
+impl Workspace {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            action: "creating",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        copy_tree(&deploy_dir(), &dir.path().join("deploy"))?;
+        let ws = Workspace { dir };
+        // Each city's credentials.env comes from its committed example.
+        for city in cities()? {
+            let overlay = ws.deploy().join("overlays").join(&city);
+            copy_file(
+                &overlay.join("credentials.env.example"),
+                &overlay.join("credentials.env"),
+            )?;
+        }
+        for example in std::fs::read_dir(ws.deploy().join("examples"))
+            .map_err(|source| Error::Io {
+                action: "listing",
+                path: ws.deploy().join("examples"),
+                source,
+            })?
+            .filter_map(|e| e.ok())
+        {
+            let kustomization = example.path().join("kustomization.yaml");
+            let text = read(&kustomization)?;
+            if text.contains("policy.wasm") && text.contains("configMapGenerator") {
+                write(&example.path().join("policy.wasm"), STAND_IN_POLICY)?;
+            }
+        }
+        Ok(ws)
+    }
+
+    pub fn deploy(&self) -> PathBuf {
+        self.dir.path().join("deploy")
+    }
+
+    /// `kubectl kustomize deploy/<kustomization>`: the rendered YAML stream.
+    pub fn render_text(&self, kustomization: &str) -> Result<String> {
+        let dir = self.deploy().join(kustomization);
+        let out = run(Command::new(kubectl()).arg("kustomize").arg(&dir))?;
+        Ok(out)
+    }
+
+    /// The rendered objects, as JSON values.
+    pub fn render(&self, kustomization: &str) -> Result<Vec<Value>> {
+        parse_stream(kustomization, &self.render_text(kustomization)?)
+    }
+}
+
+/// Parses a YAML stream into JSON values (empty documents dropped).
+pub fn parse_stream(origin: &str, text: &str) -> Result<Vec<Value>> {
+    use serde::Deserialize as _;
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Yaml {
+            overlay: origin.into(),
+            reason: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let json = serde_json::to_value(value).map_err(|e| Error::Yaml {
+            overlay: origin.into(),
+            reason: e.to_string(),
+        })?;
+        objects.push(json);
+    }
+    Ok(objects)
+}
+
+/// Runs a command; its stdout, or an error with its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let command = format!("{cmd:?}");
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `kind/namespace/name` of an object, for messages.
+pub fn id(obj: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        obj["kind"].as_str().unwrap_or("?"),
+        obj["metadata"]["namespace"].as_str().unwrap_or(""),
+        obj["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "reading",
+        path: path.into(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        action: "writing",
+        path: path.into(),
+        source,
+    })
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|source| Error::Io {
+            action: "copying",
+            path: from.into(),
+            source,
+        })
+}
+
+/// Copies a directory tree, leaving out what an operator's checkout may hold but tests must not
+/// use (real credentials, real policies).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|source| Error::Io {
+        action: "creating",
+        path: to.into(),
+        source,
+    })?;
+    let entries = std::fs::read_dir(from).map_err(|source| Error::Io {
+        action: "listing",
+        path: from.into(),
+        source,
+    })?;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let name = entry.file_name();
+        let target = to.join(&name);
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else if name != "credentials.env" && !name.to_string_lossy().ends_with(".wasm") {
+            copy_file(&path, &target)?;
+        }
+    }
+    Ok(())
+}
