@@ -107,12 +107,12 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn handler(&self) -> Handler {
-        Handler {
-            http_get: self.http_get.clone(),
-            tcp_socket: self.tcp_socket.clone(),
-            exec: self.exec.clone(),
-            sleep: self.sleep.clone(),
+    pub fn handler(&self) -> HandlerRef<'_> {
+        HandlerRef {
+            http_get: self.http_get.as_ref(),
+            tcp_socket: self.tcp_socket.as_ref(),
+            exec: self.exec.as_ref(),
+            sleep: self.sleep.is_some(),
         }
     }
 }
@@ -125,6 +125,27 @@ pub struct Handler {
     pub tcp_socket: Option<TcpSocket>,
     pub exec: Option<Exec>,
     pub sleep: Option<Value>,
+}
+
+impl Handler {
+    pub fn view(&self) -> HandlerRef<'_> {
+        HandlerRef {
+            http_get: self.http_get.as_ref(),
+            tcp_socket: self.tcp_socket.as_ref(),
+            exec: self.exec.as_ref(),
+            sleep: self.sleep.is_some(),
+        }
+    }
+}
+
+/// A handler's actions, borrowed from a probe or a lifecycle hook.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerRef<'a> {
+    pub http_get: Option<&'a HttpGet>,
+    pub tcp_socket: Option<&'a TcpSocket>,
+    pub exec: Option<&'a Exec>,
+    /// Whether a `sleep` action is set.
+    pub sleep: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -12,7 +12,13 @@ pub mod quantity;
 pub mod sizing;
 
 #[cfg(target_arch = "wasm32")]
+mod bump;
+#[cfg(target_arch = "wasm32")]
 mod component;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: bump::Bump = bump::Bump::new();
 
 pub use mapping::translate;
 

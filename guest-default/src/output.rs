@@ -1,6 +1,7 @@
 //! The StackPath `v1WorkloadSpec` as the default policy writes it (JSON names from StackPath's
 //! Workload API spec). Maps are ordered so the output is byte-for-byte reproducible.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -71,8 +72,8 @@ pub struct Port {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Resources {
-    pub requests: BTreeMap<&'static str, String>,
-    pub limits: BTreeMap<&'static str, String>,
+    pub requests: BTreeMap<&'static str, Cow<'static, str>>,
+    pub limits: BTreeMap<&'static str, Cow<'static, str>>,
 }
 
 #[derive(Debug, Serialize)]

@@ -8,15 +8,18 @@ pub struct Size {
     pub name: &'static str,
     pub cpu_cores: u128,
     pub memory_gib: u128,
+    /// The same figures as StackPath expects them in `resources` (`"2"`, `"4Gi"`).
+    cpu_text: &'static str,
+    memory_text: &'static str,
 }
 
 impl Size {
     /// The size's own figures as StackPath expects them in `resources`.
-    pub fn cpu(&self) -> String {
-        self.cpu_cores.to_string()
+    pub fn cpu(&self) -> &'static str {
+        self.cpu_text
     }
-    pub fn memory(&self) -> String {
-        format!("{}Gi", self.memory_gib)
+    pub fn memory(&self) -> &'static str {
+        self.memory_text
     }
 }
 
@@ -25,41 +28,57 @@ pub const SIZES: [Size; 8] = [
         name: "SP-1",
         cpu_cores: 1,
         memory_gib: 2,
+        cpu_text: "1",
+        memory_text: "2Gi",
     },
     Size {
         name: "SP-2",
         cpu_cores: 2,
         memory_gib: 4,
+        cpu_text: "2",
+        memory_text: "4Gi",
     },
     Size {
         name: "SP-3",
         cpu_cores: 2,
         memory_gib: 8,
+        cpu_text: "2",
+        memory_text: "8Gi",
     },
     Size {
         name: "SP-4",
         cpu_cores: 4,
         memory_gib: 16,
+        cpu_text: "4",
+        memory_text: "16Gi",
     },
     Size {
         name: "SP-5",
         cpu_cores: 8,
         memory_gib: 32,
+        cpu_text: "8",
+        memory_text: "32Gi",
     },
     Size {
         name: "SP-6",
         cpu_cores: 16,
         memory_gib: 64,
+        cpu_text: "16",
+        memory_text: "64Gi",
     },
     Size {
         name: "SP-7",
         cpu_cores: 32,
         memory_gib: 128,
+        cpu_text: "32",
+        memory_text: "128Gi",
     },
     Size {
         name: "SP-8",
         cpu_cores: 48,
         memory_gib: 256,
+        cpu_text: "48",
+        memory_text: "256Gi",
     },
 ];
 
@@ -86,6 +105,14 @@ mod tests {
         ) {
             Ok(s) => s.name,
             Err(_) => "too big",
+        }
+    }
+
+    #[test]
+    fn figures_match_the_numbers() {
+        for s in SIZES {
+            assert_eq!(s.cpu(), s.cpu_cores.to_string(), "{}", s.name);
+            assert_eq!(s.memory(), format!("{}Gi", s.memory_gib), "{}", s.name);
         }
     }
 

@@ -92,5 +92,36 @@ fn load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translate, load);
+/// `translate`'s time split into its parts, to see where it goes.
+fn parts(c: &mut Criterion) {
+    use vk_stackpath::policy::parts;
+    let (pod, ctx) = fixture();
+    let engine = PolicyEngine::builtin(Limits {
+        cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+        ..Limits::default()
+    })
+    .unwrap();
+    let raw = parts::translate_unvalidated(&engine, &pod, &ctx).unwrap();
+    let mut g = c.benchmark_group("policy_parts");
+    g.bench_function("instantiate", |b| {
+        b.iter(|| parts::instantiate(&engine).unwrap())
+    });
+    g.bench_function("info", |b| b.iter(|| parts::info(&engine).unwrap()));
+    g.bench_function("translate_unvalidated", |b| {
+        b.iter(|| parts::translate_unvalidated(&engine, &pod, &ctx).unwrap())
+    });
+    g.bench_function("validate", |b| {
+        b.iter_batched(
+            || raw.clone(),
+            |raw| parts::validate(&engine, raw, &ctx).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("native_parse", |b| {
+        b.iter(|| serde_json::from_str::<guest_default::input::Pod>(&pod).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, translate, parts, load);
 criterion_main!(benches);

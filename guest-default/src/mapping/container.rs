@@ -1,11 +1,12 @@
 //! One Kubernetes container → one StackPath container spec.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::Findings;
 use super::probe::{map_handler, map_probe};
+use super::{Findings, Path};
 use crate::api::Context;
 use crate::input::{Container, ContainerPort, EnvVar, SecurityContext};
 use crate::output::{
@@ -29,26 +30,28 @@ const DROPPED_ENV: &[&str] = &[
 const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
+/// Maps one container, returning its name and spec. It is taken by value so that its strings
+/// move into the output.
 pub(crate) fn map_container(
-    c: &Container,
+    mut c: Container,
     path: &str,
     ctx: &Context,
     skipped_volumes: &BTreeMap<String, bool>,
     f: &mut Findings,
-) -> Option<ContainerSpec> {
+) -> Option<(String, ContainerSpec)> {
     let before = f.violations.len();
     if c.name.is_empty() {
         f.violate(format!("{path}.name"), "every container needs a name");
     }
-    let image = c.image.clone().unwrap_or_default();
+    let image = c.image.take().unwrap_or_default();
     if image.trim().is_empty() {
         f.violate(
             format!("{path}.image"),
             format!("container `{}` has no image; set one", c.name),
         );
     }
-    let command = c.command.clone().unwrap_or_default();
-    let args = c.args.clone().unwrap_or_default();
+    let command = c.command.take().unwrap_or_default();
+    let args = c.args.take().unwrap_or_default();
     if !args.is_empty() && command.is_empty() {
         f.violate(
             format!("{path}.args"),
@@ -66,47 +69,50 @@ pub(crate) fn map_container(
         );
     }
     let ports = map_ports(&c.ports, path, f);
+    let env = map_env(std::mem::take(&mut c.env), &c.name, path, ctx, f);
     let spec = ContainerSpec {
-        image,
-        command,
-        args,
-        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
-        env: map_env(&c.env, &c.name, path, ctx, f),
+        working_dir: c.working_dir.take().filter(|w| !w.is_empty()),
+        env,
         ports,
         liveness_probe: map_probe(
             c.liveness_probe.as_ref(),
-            &format!("{path}.livenessProbe"),
+            Path(path, ".livenessProbe"),
             &c.ports,
             f,
         ),
         readiness_probe: map_probe(
             c.readiness_probe.as_ref(),
-            &format!("{path}.readinessProbe"),
+            Path(path, ".readinessProbe"),
             &c.ports,
             f,
         ),
         startup_probe: map_probe(
             c.startup_probe.as_ref(),
-            &format!("{path}.startupProbe"),
+            Path(path, ".startupProbe"),
             &c.ports,
             f,
         ),
-        resources: map_resources(c, path, f),
-        volume_mounts: map_mounts(c, path, skipped_volumes, f),
+        resources: map_resources(&c, path, f),
+        volume_mounts: map_mounts(
+            std::mem::take(&mut c.volume_mounts),
+            path,
+            skipped_volumes,
+            f,
+        ),
         lifecycle: c.lifecycle.as_ref().and_then(|l| {
             let out = Lifecycle {
                 post_start: l.post_start.as_ref().and_then(|h| {
-                    map_handler(h, &format!("{path}.lifecycle.postStart"), &c.ports, f)
+                    map_handler(h.view(), Path(path, ".lifecycle.postStart"), &c.ports, f)
                 }),
                 pre_stop: l.pre_stop.as_ref().and_then(|h| {
-                    map_handler(h, &format!("{path}.lifecycle.preStop"), &c.ports, f)
+                    map_handler(h.view(), Path(path, ".lifecycle.preStop"), &c.ports, f)
                 }),
             };
             (out.post_start.is_some() || out.pre_stop.is_some()).then_some(out)
         }),
         termination_message_path: c
             .termination_message_path
-            .clone()
+            .take()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: match c.termination_message_policy.as_deref() {
@@ -120,19 +126,22 @@ pub(crate) fn map_container(
                 "FILE"
             }
         },
-        image_pull_policy: map_pull_policy(c, path, f),
+        image_pull_policy: map_pull_policy(c.image_pull_policy.as_deref(), &image, path, f),
         security_context: c
             .security_context
-            .as_ref()
+            .take()
             .and_then(|sc| map_security_context(sc, path, f)),
+        image,
+        command,
+        args,
     };
-    (f.violations.len() == before).then_some(spec)
+    (f.violations.len() == before).then_some((c.name, spec))
 }
 
 fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<String, Port> {
     let mut out = BTreeMap::new();
     for (i, p) in ports.iter().enumerate() {
-        let ppath = format!("{path}.ports[{i}]");
+        let ppath = || format!("{path}.ports[{i}]");
         let name = p
             .name
             .clone()
@@ -142,14 +151,14 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
             Some(n) if (1..=65535).contains(&n) => n,
             Some(n) => {
                 f.violate(
-                    format!("{ppath}.containerPort"),
+                    format!("{}.containerPort", ppath()),
                     format!("{n} is not between 1 and 65535"),
                 );
                 continue;
             }
             None => {
                 f.violate(
-                    format!("{ppath}.containerPort"),
+                    format!("{}.containerPort", ppath()),
                     "containerPort is required",
                 );
                 continue;
@@ -160,7 +169,7 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
             None | Some("") | Some("TCP") => "TCP",
             Some(other) => {
                 f.warn(
-                    format!("{ppath}.protocol"),
+                    format!("{}.protocol", ppath()),
                     format!(
                         "StackPath supports TCP and UDP; port {port} uses {other}, sent as TCP"
                     ),
@@ -175,7 +184,7 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
             } else {
                 format!("port name `{name}` is used twice")
             };
-            f.violate(format!("{ppath}.name"), why);
+            f.violate(format!("{}.name", ppath()), why);
             continue;
         }
         out.insert(name, Port { port, protocol });
@@ -184,19 +193,19 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
 }
 
 fn map_env(
-    env: &[EnvVar],
+    env: Vec<EnvVar>,
     container: &str,
     path: &str,
     ctx: &Context,
     f: &mut Findings,
 ) -> BTreeMap<String, OutEnv> {
     let mut out = BTreeMap::new();
-    for (i, e) in env.iter().enumerate() {
+    for (i, e) in env.into_iter().enumerate() {
         if DROPPED_ENV.contains(&e.name.as_str()) {
             continue;
         }
         let value = match &e.value_from {
-            None => OutEnv::Value(e.value.clone().unwrap_or_default()),
+            None => OutEnv::Value(e.value.unwrap_or_default()),
             Some(source) => match ctx.resolved(container, &e.name) {
                 Some(r) if r.from_secret => OutEnv::SecretValue(String::new()),
                 Some(r) => OutEnv::Value(r.value.clone().unwrap_or_default()),
@@ -214,7 +223,7 @@ fn map_env(
                 }
             },
         };
-        out.insert(e.name.clone(), value);
+        out.insert(e.name, value);
     }
     out
 }
@@ -230,22 +239,31 @@ fn is_optional(source: &Value) -> bool {
     })
 }
 
-fn quantity(v: &Value, field: &str, container: &str, f: &mut Findings) -> Option<Quantity> {
+fn quantity(
+    v: &Value,
+    field: impl Fn() -> String,
+    container: &str,
+    f: &mut Findings,
+) -> Option<Quantity> {
+    let number;
     let text = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.as_str(),
+        Value::Number(n) => {
+            number = n.to_string();
+            number.as_str()
+        }
         other => {
             f.violate(
-                field,
+                field(),
                 format!("container `{container}`: expected a quantity such as `500m` or `2Gi`, got {other}"),
             );
             return None;
         }
     };
-    match Quantity::parse(&text) {
+    match Quantity::parse(text) {
         Ok(q) => Some(q),
         Err(e) => {
-            f.violate(field, format!("container `{container}`: {e}"));
+            f.violate(field(), format!("container `{container}`: {e}"));
             None
         }
     }
@@ -260,8 +278,8 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
             ("limits", &c.resources.limits),
         ] {
             if let Some(v) = map.get(key) {
-                let field = format!("{path}.resources.{kind}.{key}");
-                if let Some(q) = quantity(v, &field, &c.name, f) {
+                let field = || format!("{path}.resources.{kind}.{key}");
+                if let Some(q) = quantity(v, field, &c.name, f) {
                     best = Some(match best {
                         Some(b) if b.cmp_exact(&q).is_ge() => b,
                         _ => q,
@@ -311,7 +329,12 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
             SIZES[SIZES.len() - 1]
         }
     };
-    let figures = || BTreeMap::from([("cpu", size.cpu()), ("memory", size.memory())]);
+    let figures = || {
+        BTreeMap::from([
+            ("cpu", Cow::Borrowed(size.cpu())),
+            ("memory", Cow::Borrowed(size.memory())),
+        ])
+    };
     Resources {
         requests: figures(),
         limits: figures(),
@@ -319,13 +342,13 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
 }
 
 fn map_mounts(
-    c: &Container,
+    mounts: Vec<crate::input::VolumeMount>,
     path: &str,
     skipped: &BTreeMap<String, bool>,
     f: &mut Findings,
 ) -> Vec<VolumeMount> {
-    let mut out = Vec::new();
-    for (i, m) in c.volume_mounts.iter().enumerate() {
+    let mut out = Vec::with_capacity(mounts.len());
+    for (i, m) in mounts.into_iter().enumerate() {
         if m.mount_path == SERVICE_ACCOUNT_MOUNT {
             continue;
         }
@@ -344,16 +367,21 @@ fn map_mounts(
             None => {}
         }
         out.push(VolumeMount {
-            slug: m.name.clone(),
-            mount_path: m.mount_path.clone(),
+            slug: m.name,
+            mount_path: m.mount_path,
         });
     }
     out
 }
 
-fn map_pull_policy(c: &Container, path: &str, f: &mut Findings) -> Option<&'static str> {
-    let policy = match c.image_pull_policy.as_deref() {
-        None | Some("") => default_pull_policy(c.image.as_deref().unwrap_or("")),
+fn map_pull_policy(
+    policy: Option<&str>,
+    image: &str,
+    path: &str,
+    f: &mut Findings,
+) -> Option<&'static str> {
+    let policy = match policy {
+        None | Some("") => default_pull_policy(image),
         Some(p) => p,
     };
     match policy {
@@ -393,12 +421,12 @@ fn default_pull_policy(image: &str) -> &'static str {
 }
 
 fn map_security_context(
-    sc: &SecurityContext,
+    sc: SecurityContext,
     path: &str,
     f: &mut Findings,
 ) -> Option<OutSecurityContext> {
     f.warn_unsupported(
-        &format!("{path}.securityContext"),
+        Path(path, ".securityContext"),
         &[
             ("privileged", sc.privileged == Some(true)),
             ("seLinuxOptions", sc.se_linux_options.is_some()),
@@ -411,10 +439,10 @@ fn map_security_context(
             ("windowsOptions", sc.windows_options.is_some()),
         ],
     );
-    let capabilities = sc.capabilities.as_ref().and_then(|c| {
-        (!c.add.is_empty() || !c.drop.is_empty()).then(|| Capabilities {
-            add: c.add.clone(),
-            drop: c.drop.clone(),
+    let capabilities = sc.capabilities.and_then(|c| {
+        (!c.add.is_empty() || !c.drop.is_empty()).then_some(Capabilities {
+            add: c.add,
+            drop: c.drop,
         })
     });
     let out = OutSecurityContext {

@@ -6,6 +6,7 @@ mod runtime;
 mod volume;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use crate::api::{Context, Finding, Translation, Violations};
 use crate::input::Pod;
@@ -14,6 +15,27 @@ use crate::output::WorkloadSpec;
 /// Annotations that are client bookkeeping, not intent: `kubectl apply` stores the whole
 /// manifest there, which would double every workload's size for nothing.
 const DROPPED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
+
+/// A field path (`spec.containers[0]` + `.livenessProbe`), put together only when a finding
+/// needs it: a pod that maps cleanly builds no path strings at all.
+#[derive(Clone, Copy)]
+pub(crate) struct Path<'a>(pub &'a str, pub &'a str);
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
+}
+
+impl From<Path<'_>> for String {
+    fn from(p: Path<'_>) -> String {
+        let mut s = String::with_capacity(p.0.len() + p.1.len());
+        s.push_str(p.0);
+        s.push_str(p.1);
+        s
+    }
+}
 
 /// Collects what the mapping finds while it walks the pod.
 pub(crate) struct Findings {
@@ -26,7 +48,7 @@ impl Findings {
         self.warnings.push(Finding::new(path, message));
     }
     /// Warns about each set field StackPath has no equivalent for.
-    pub fn warn_unsupported(&mut self, prefix: &str, fields: &[(&str, bool)]) {
+    pub fn warn_unsupported(&mut self, prefix: Path<'_>, fields: &[(&str, bool)]) {
         for (field, set) in fields {
             if *set {
                 self.warn(
@@ -43,7 +65,7 @@ impl Findings {
 
 /// Translates a pod (JSON) into the workload spec, or says every reason it cannot.
 pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violations> {
-    let pod = parse(pod_json)?;
+    let mut pod = parse(pod_json)?;
     let mut f = Findings {
         warnings: Vec::new(),
         violations: Vec::new(),
@@ -62,18 +84,24 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         ..WorkloadSpec::default()
     };
     let groups = [
-        ("containers", &pod.spec.containers, &mut spec.containers),
+        (
+            "containers",
+            std::mem::take(&mut pod.spec.containers),
+            &mut spec.containers,
+        ),
         (
             "initContainers",
-            &pod.spec.init_containers,
+            std::mem::take(&mut pod.spec.init_containers),
             &mut spec.init_containers,
         ),
     ];
+    let mut path = String::new();
     for (field, containers, out) in groups {
         let mut seen = BTreeSet::new();
-        for (i, c) in containers.iter().enumerate() {
-            let path = format!("spec.{field}[{i}]");
-            if !seen.insert(c.name.as_str()) {
+        for (i, c) in containers.into_iter().enumerate() {
+            path.clear();
+            write!(path, "spec.{field}[{i}]").expect("writing to a String cannot fail");
+            if !seen.insert(c.name.clone()) {
                 f.violate(
                     format!("{path}.name"),
                     format!(
@@ -84,8 +112,8 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
                 continue;
             }
             let mapped = container::map_container(c, &path, ctx, &volumes.skipped, &mut f);
-            if let Some(m) = mapped {
-                out.insert(c.name.clone(), m);
+            if let Some((name, m)) = mapped {
+                out.insert(name, m);
             }
         }
     }
@@ -99,17 +127,28 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         .into_iter()
         .filter(|(k, _)| !DROPPED_ANNOTATIONS.contains(&k.as_str()))
         .collect();
-    let spec = serde_json::to_string(&spec).map_err(|e| {
+    discard(pod.spec);
+    let json = serde_json::to_string(&spec).map_err(|e| {
         vec![Finding::new(
             "spec",
             format!("internal error serializing the workload spec: {e}"),
         )]
     })?;
+    discard(spec);
     Ok(Translation {
-        spec,
+        spec: json,
         annotations,
         warnings: f.warnings,
     })
+}
+
+/// Drops what the translation no longer needs, except in the component: its instance is thrown
+/// away after this one call, so walking the structures to free them would be wasted work.
+fn discard<T>(value: T) {
+    #[cfg(target_arch = "wasm32")]
+    std::mem::forget(value);
+    #[cfg(not(target_arch = "wasm32"))]
+    drop(value);
 }
 
 /// Parses the pod. serde_path_to_error allocates a path segment per key, so it only runs

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::Findings;
+use super::{Findings, Path};
 use crate::input::{self, ContainerPort};
 use crate::output::{Exec, Handler, HttpGet, Probe, TcpSocket};
 
@@ -16,7 +16,7 @@ const FAILURE_THRESHOLD: i32 = 3;
 
 pub(crate) fn map_probe(
     probe: Option<&input::Probe>,
-    path: &str,
+    path: Path<'_>,
     ports: &[ContainerPort],
     f: &mut Findings,
 ) -> Option<Probe> {
@@ -29,7 +29,7 @@ pub(crate) fn map_probe(
         );
         return None;
     }
-    let handler = map_handler(&p.handler(), path, ports, f)?;
+    let handler = map_handler(p.handler(), path, ports, f)?;
     Some(Probe {
         handler,
         initial_delay_seconds: p.initial_delay_seconds.unwrap_or(0),
@@ -42,8 +42,8 @@ pub(crate) fn map_probe(
 
 /// Maps one handler; `None` (with a finding) when it has no usable action.
 pub(crate) fn map_handler(
-    h: &input::Handler,
-    path: &str,
+    h: input::HandlerRef<'_>,
+    path: Path<'_>,
     ports: &[ContainerPort],
     f: &mut Findings,
 ) -> Option<Handler> {
@@ -56,7 +56,7 @@ pub(crate) fn map_handler(
     .filter(|s| **s)
     .count();
     if set == 0 {
-        if h.sleep.is_some() {
+        if h.sleep {
             f.warn(
                 format!("{path}.sleep"),
                 "sleep actions are not supported by StackPath; left out",
@@ -77,14 +77,14 @@ pub(crate) fn map_handler(
         return None;
     }
     let mut out = Handler::default();
-    if let Some(g) = &h.http_get {
+    if let Some(g) = h.http_get {
         if g.host.as_deref().is_some_and(|h| !h.is_empty()) {
             f.warn(
                 format!("{path}.httpGet.host"),
                 "StackPath probes always target the instance itself; host is left out",
             );
         }
-        let port = resolve_port(&g.port, &format!("{path}.httpGet.port"), ports, f)?;
+        let port = resolve_port(&g.port, path, ".httpGet.port", ports, f)?;
         out.http_get = Some(HttpGet {
             path: g
                 .path
@@ -104,11 +104,11 @@ pub(crate) fn map_handler(
                 .collect::<BTreeMap<_, _>>(),
         });
     }
-    if let Some(t) = &h.tcp_socket {
-        let port = resolve_port(&t.port, &format!("{path}.tcpSocket.port"), ports, f)?;
+    if let Some(t) = h.tcp_socket {
+        let port = resolve_port(&t.port, path, ".tcpSocket.port", ports, f)?;
         out.tcp_socket = Some(TcpSocket { port });
     }
-    if let Some(e) = &h.exec {
+    if let Some(e) = h.exec {
         if e.command.is_empty() {
             f.violate(format!("{path}.exec.command"), "exec needs a command");
             return None;
@@ -123,15 +123,17 @@ pub(crate) fn map_handler(
 /// A port is a number, or the name of one of the container's ports.
 fn resolve_port(
     port: &Value,
-    path: &str,
+    base: Path<'_>,
+    field: &str,
     ports: &[ContainerPort],
     f: &mut Findings,
 ) -> Option<i64> {
+    let path = || format!("{base}{field}");
     match port {
         Value::Number(n) => match n.as_i64() {
             Some(p) if (1..=65535).contains(&p) => Some(p),
             _ => {
-                f.violate(path, format!("port {n} is not between 1 and 65535"));
+                f.violate(path(), format!("port {n} is not between 1 and 65535"));
                 None
             }
         },
@@ -143,7 +145,7 @@ fn resolve_port(
             if found.is_none() {
                 let known: Vec<&str> = ports.iter().filter_map(|p| p.name.as_deref()).collect();
                 f.violate(
-                    path,
+                    path(),
                     format!(
                         "named port `{name}` is not one of the container's ports ({}); name it \
                          in ports[] or use the number",
@@ -158,12 +160,12 @@ fn resolve_port(
             found
         }
         Value::Null => {
-            f.violate(path, "port is required");
+            f.violate(path(), "port is required");
             None
         }
         other => {
             f.violate(
-                path,
+                path(),
                 format!("port must be a number or a port name, got {other}"),
             );
             None

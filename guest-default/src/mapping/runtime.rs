@@ -1,6 +1,6 @@
 //! Pod-level settings → `spec.runtime.containers`.
 
-use super::Findings;
+use super::{Findings, Path};
 use crate::input::PodSpec;
 use crate::output::{
     ContainerRuntime, DnsConfig, DnsOption, HostAlias, PodSecurityContext, RuntimeSettings, Sysctl,
@@ -49,7 +49,7 @@ pub(crate) fn map_runtime(spec: &PodSpec, f: &mut Findings) -> Option<RuntimeSet
         share_process_namespace: spec.share_process_namespace.unwrap_or(false),
         security_context: spec.security_context.as_ref().and_then(|sc| {
             f.warn_unsupported(
-                "spec.securityContext",
+                Path("spec.securityContext", ""),
                 &[
                     ("fsGroup", sc.fs_group.is_some()),
                     ("fsGroupChangePolicy", sc.fs_group_change_policy.is_some()),

@@ -1,5 +1,6 @@
 //! Pod volumes → `volumeClaimTemplates`. Only the StackPath CSI driver becomes a claim.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::Findings;
@@ -29,7 +30,7 @@ pub(crate) fn map_volumes(volumes: &[Volume], f: &mut Findings) -> MappedVolumes
             Some(csi) if csi.driver == CSI_DRIVER => {
                 if let Some(size) = claim_size(csi.volume_attributes.get("size"), &path, &v.name, f)
                 {
-                    let storage = || BTreeMap::from([("storage", size.clone())]);
+                    let storage = || BTreeMap::from([("storage", Cow::Owned(size.clone()))]);
                     out.claims.push(VolumeClaim {
                         name: v.name.clone(),
                         slug: v.name.clone(),

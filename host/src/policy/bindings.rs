@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
-pub use exports::stackpath::policy::translator::{Context, Translation};
+pub use exports::stackpath::policy::translator::{Context, Rejection, Translation};
 pub use stackpath::policy::log::Level;
 pub use stackpath::policy::types::ResolvedEnv;
 

@@ -6,6 +6,8 @@ mod bindings;
 mod cache;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod parts;
 mod sandbox;
 mod validate;
 

@@ -203,26 +203,27 @@ fn check_container(
     }
     check_resources(path, c, v);
     for (var, e) in &c.env {
-        let epath = format!("{path}.env.{var}");
+        // Built only for a finding: most specs have none.
+        let epath = || format!("{path}.env.{var}");
         let from_secret = ctx
             .env
             .iter()
             .any(|r| r.from_secret && r.container == name && r.name == *var);
         if e.value_from.is_some() {
             v.push(violation(
-                format!("{epath}.valueFrom"),
+                format!("{}.valueFrom", epath()),
                 "values from elsewhere are resolved by the host; emit value or secretValue",
             ));
         }
         if from_secret && e.value.is_some() {
             v.push(violation(
-                format!("{epath}.value"),
+                format!("{}.value", epath()),
                 "this variable comes from a Secret and may only be sent as secretValue",
             ));
         }
         if !from_secret && e.secret_value.is_some() {
             v.push(violation(
-                format!("{epath}.secretValue"),
+                format!("{}.secretValue", epath()),
                 "secretValue is reserved for variables whose value comes from a Secret",
             ));
         }

@@ -1,0 +1,54 @@
+//! The pieces of [`PolicyEngine::translate`], callable one by one so that
+//! `benches/policy.rs` (group `policy_parts`) can time them apart. Not for other uses.
+
+use super::bindings::{self, Translation};
+use super::engine::{CallContext, PolicyEngine};
+use super::error::PolicyError;
+use super::validate::{self, Translated};
+
+/// A fresh store and instance, dropped without calling anything.
+pub fn instantiate(engine: &PolicyEngine) -> Result<(), PolicyError> {
+    engine.call(|_, _| Ok(()))
+}
+
+/// A fresh store and instance, then the policy's `info`.
+pub fn info(engine: &PolicyEngine) -> Result<String, PolicyError> {
+    engine
+        .call(|store, policy| policy.stackpath_policy_translator().call_info(store))
+        .map(|i| i.name)
+}
+
+/// What the policy returned, before host validation.
+#[derive(Clone)]
+pub struct Unvalidated(Result<Translation, bindings::Rejection>);
+
+/// A fresh store and instance, then `translate`, without validating the result.
+pub fn translate_unvalidated(
+    engine: &PolicyEngine,
+    pod_json: &str,
+    ctx: &CallContext,
+) -> Result<Unvalidated, PolicyError> {
+    let wit_ctx = super::engine::wit_context(ctx);
+    engine
+        .call(|store, policy| {
+            policy
+                .stackpath_policy_translator()
+                .call_translate(store, pod_json, &wit_ctx)
+        })
+        .map(Unvalidated)
+}
+
+/// The host's validation alone, on a result of [`translate_unvalidated`].
+pub fn validate(
+    engine: &PolicyEngine,
+    raw: Unvalidated,
+    ctx: &CallContext,
+) -> Result<Translated, PolicyError> {
+    match raw.0 {
+        Ok(t) => validate::translation(engine.label(), t, ctx),
+        Err(_) => Err(PolicyError::Rejected {
+            policy: engine.label().to_string(),
+            violations: Vec::new(),
+        }),
+    }
+}
