@@ -277,6 +277,9 @@ pub async fn exec(
         .map_err(ssh_err)?;
     let (mut rd, wr) = channel.split();
     let mut outcome = None;
+    // Stdin waits for the console's reply to the exec request: input (and its EOF) sent
+    // before the command exists could be lost.
+    let mut started = false;
     let mut stdin_open = io.stdin.is_some();
     let mut resize_open = io.resize.is_some();
     loop {
@@ -301,10 +304,17 @@ pub async fn exec(
                 Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                     outcome = Some(ExitOutcome::Signal(sig_name(&signal_name)));
                 }
+                Some(ChannelMsg::Success) => started = true,
+                Some(ChannelMsg::Failure) if !started => {
+                    return Err(ConsoleError::Ssh {
+                        addr,
+                        message: "the console refused to run the command".into(),
+                    });
+                }
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            chunk = recv_opt(&mut io.stdin), if stdin_open => match chunk {
+            chunk = recv_opt(&mut io.stdin), if stdin_open && started => match chunk {
                 Some(data) => {
                     if wr.data_bytes(data).await.is_err() {
                         break;
