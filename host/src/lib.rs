@@ -5,8 +5,17 @@
 //! - [`workload`]: the host-owned parts of a workload (identity, network, credentials).
 //! - [`translation`]: pod → workload, the path shared by the daemon and the CLI.
 //! - [`manifest`]: reading pods and objects from YAML/JSON files.
+//! - [`daemon`]: `vk-stackpath run`, joining [`node`], [`pods`], [`active_policy`],
+//!   [`leader`] and [`metrics`]; [`config`] reads the Go provider's settings.
 
+pub mod active_policy;
+pub mod config;
+pub mod daemon;
+pub mod leader;
 pub mod manifest;
+pub mod metrics;
+pub mod node;
+pub mod pods;
 pub mod policy;
 pub mod resolve;
 pub mod translation;

@@ -1,6 +1,7 @@
 //! clap definitions and dispatch.
 
 mod policy;
+mod run;
 mod translate;
 
 use std::path::PathBuf;
@@ -25,9 +26,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VK_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Log filter (tracing syntax), e.g. `info` or `vk_stackpath=debug,policy=trace`.
-    #[arg(long, global = true, default_value = "warn", env = "VK_LOG")]
-    log: String,
+    /// Log filter (tracing syntax), e.g. `info` or `vk_stackpath=debug,policy=trace`
+    /// [default: `info` for `run`, `warn` otherwise].
+    #[arg(long, global = true, env = "VK_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +42,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node daemon: register the virtual node and run its pods on StackPath.
+    Run(Box<run::RunArgs>),
     /// Translate a Pod into the StackPath workload that would be created for it.
     Translate(translate::TranslateArgs),
     /// Inspect, check and precompile policies.
@@ -98,7 +102,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("vk-stackpath/policies"))
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| s.split_at(i))
@@ -116,8 +120,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, &cli.log);
+    let default_log = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_format, cli.log.as_deref().unwrap_or(default_log));
     let result = match cli.command {
+        Command::Run(args) => run::run(*args),
         Command::Translate(args) => translate::run(args),
         Command::Policy(cmd) => policy::run(cmd),
     };

@@ -1,0 +1,261 @@
+//! `vk-stackpath run`: flags and environment (compatible with the Go provider), validated all
+//! at once, then the daemon.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use vk_stackpath::config::{self, ProcessEnv, StackPathSettings};
+use vk_stackpath::daemon::{self, DaemonConfig};
+use vk_stackpath::leader::Election;
+use vk_stackpath::node::NodeSettings;
+use vk_stackpath::pods::Timing;
+
+use super::{PolicyArgs, parse_duration};
+
+#[derive(Args)]
+#[command(after_help = "Environment (as the Go provider read it):\n  \
+  SP_STACK_ID, SP_CLIENT_ID, SP_CLIENT_SECRET, SP_CITY_CODE   StackPath credentials and city (required)\n  \
+  SP_API_HOST        API host [default: gateway.stackpath.com]\n  \
+  SP_CONFIG_LOCATION a YAML file with the same keys in lower case; the variables override it\n  \
+  SP_CA_FILE         extra CA certificates (PEM) trusted for the API\n  \
+  KUBELET_PORT       port of the kubelet API [default: 10250]\n  \
+  VKUBELET_POD_IP    the node's InternalIP (the daemon pod's IP)\n  \
+  KUBECONFIG         when not running in a cluster\n\n\
+Examples:\n  \
+  SP_STACK_ID=my-stack SP_CLIENT_ID=… SP_CLIENT_SECRET=… SP_CITY_CODE=DFW vk-stackpath run\n  \
+  vk-stackpath run --kubeconfig ~/.kube/config --policy /etc/vk-stackpath/policy.wasm --leader-elect")]
+pub struct RunArgs {
+    /// kubeconfig file; in-cluster configuration or $KUBECONFIG when absent.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Node name [default: stackpath-edge-provider-<city code>].
+    #[arg(long)]
+    nodename: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Pods reconciled at once.
+    #[arg(long, default_value_t = 32)]
+    pod_sync_workers: u16,
+    /// Serve /metrics, /healthz and /readyz here; `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_addr: String,
+    /// Port of the kubelet API declared in the Node.
+    #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
+    kubelet_port: u16,
+    /// The node's InternalIP.
+    #[arg(long, env = "VKUBELET_POD_IP")]
+    node_ip: Option<String>,
+    /// Do not taint the node (ordinary pods could then be scheduled to StackPath).
+    #[arg(long)]
+    disable_taint: bool,
+    /// Effect of the node's `virtual-kubelet.io/provider=stackpath` taint.
+    #[arg(long, default_value = "NoSchedule", value_parser = ["NoSchedule", "PreferNoSchedule", "NoExecute"])]
+    taint_effect: String,
+    /// Extra node labels, `key=value` (repeatable).
+    #[arg(long = "node-label", value_parser = parse_label)]
+    node_labels: Vec<(String, String)>,
+    /// Node capacity: CPU.
+    #[arg(long, default_value = "10000")]
+    node_cpu: String,
+    /// Node capacity: memory.
+    #[arg(long, default_value = "1Ti")]
+    node_memory: String,
+    /// Node capacity: pods.
+    #[arg(long, default_value = "1000")]
+    node_pods: String,
+    /// Node capacity: ephemeral storage.
+    #[arg(long, default_value = "1Ti")]
+    node_storage: String,
+    /// Poll StackPath this often while a pod is changing.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    status_fast_interval: Duration,
+    /// Poll StackPath at most this often once a pod is settled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    status_settled_interval: Duration,
+    /// How long a workload whose pod is gone is kept before it is deleted.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    orphan_grace: Duration,
+    /// StackPath requests per second (client-side rate limit shared by all pods).
+    #[arg(long, default_value_t = 50.0)]
+    stackpath_qps: f64,
+    /// StackPath request burst.
+    #[arg(long, default_value_t = 100)]
+    stackpath_burst: u32,
+    /// Elect a leader on a Lease so that only one replica acts.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vk-stackpath")]
+    leader_elect_namespace: String,
+    /// This replica's identity in the election [default: $POD_NAME or the host name].
+    #[arg(long, env = "POD_NAME")]
+    leader_elect_identity: Option<String>,
+    /// A standby takes over this long after the leader stopped renewing.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
+}
+
+fn identity() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| format!("vk-stackpath-{}", std::process::id()))
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<DaemonConfig, String> {
+        let mut problems = Vec::new();
+        let stackpath = match StackPathSettings::load(&ProcessEnv) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.extend(e.0);
+                None
+            }
+        };
+        let node_ip = match config::parse_pod_ip(self.node_ip.as_deref()) {
+            Ok(ip) => ip,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let metrics_addr = match self.metrics_addr.as_str() {
+            "off" | "" => None,
+            a => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    problems.push(format!(
+                        "--metrics-addr `{a}` is not host:port (e.g. 0.0.0.0:9090) or `off`"
+                    ));
+                    None
+                }
+            },
+        };
+        if self.pod_sync_workers == 0 {
+            problems.push("--pod-sync-workers must be at least 1".into());
+        }
+        if self.stackpath_qps.is_nan() || self.stackpath_qps <= 0.0 {
+            problems.push("--stackpath-qps must be above 0".into());
+        }
+        if self.status_fast_interval.is_zero() || self.status_settled_interval < self.status_fast_interval {
+            problems.push(
+                "--status-fast-interval must be above 0 and at most --status-settled-interval".into(),
+            );
+        }
+        let Some(stackpath) = stackpath.filter(|_| problems.is_empty()) else {
+            return Err(format!(
+                "the daemon cannot start; fix these settings:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        };
+        let internal_ip = match node_ip {
+            Some(ip) => ip.to_string(),
+            None => {
+                tracing::warn!("VKUBELET_POD_IP is not set; declaring 127.0.0.1 as the node's InternalIP (the API server reaches `kubectl logs`/`exec` there)");
+                "127.0.0.1".into()
+            }
+        };
+        let name = config::node_name(self.nodename.as_deref(), &stackpath.city_code);
+        let node = NodeSettings {
+            name: name.clone(),
+            city_code: stackpath.city_code.clone(),
+            internal_ip,
+            kubelet_port: self.kubelet_port,
+            cpu: self.node_cpu.clone(),
+            memory: self.node_memory.clone(),
+            pods: self.node_pods.clone(),
+            storage: self.node_storage.clone(),
+            taint: (!self.disable_taint).then(|| NodeSettings::default_taint(&self.taint_effect)),
+            kubelet_version: format!("v{}", vk_stackpath::VERSION),
+            extra_labels: self.node_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        };
+        let lease_duration = self.leader_elect_lease_duration.max(Duration::from_secs(2));
+        let election = self.leader_elect.then(|| Election {
+            namespace: self.leader_elect_namespace.clone(),
+            name: format!("vk-stackpath-{name}"),
+            identity: self.leader_elect_identity.clone().unwrap_or_else(identity),
+            duration: lease_duration,
+            renew: lease_duration / 5,
+        });
+        let mut limits = self.policy.limits();
+        // The daemon translates many pods at once.
+        limits.max_concurrent = 16;
+        Ok(DaemonConfig {
+            stackpath,
+            node,
+            policy_path: self.policy.policy.clone(),
+            limits,
+            workers: self.pod_sync_workers,
+            timing: Timing {
+                fast: self.status_fast_interval,
+                settled: self.status_settled_interval,
+                orphan_grace: self.orphan_grace,
+                sweep_interval: self.orphan_grace.clamp(Duration::from_secs(5), Duration::from_secs(60)),
+            },
+            metrics_addr,
+            election,
+            rate_limit: stackpath_client::RateLimit {
+                per_second: self.stackpath_qps,
+                burst: self.stackpath_burst.max(1),
+            },
+            policy_reload: Duration::from_secs(10),
+        })
+    }
+}
+
+async fn kube_client(path: Option<&PathBuf>) -> Result<kube::Client, String> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| format!("--kubeconfig `{}`: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("--kubeconfig `{}`: {e}", p.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no Kubernetes configuration: not in a cluster and no usable $KUBECONFIG or ~/.kube/config ({e}); pass --kubeconfig")
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let kube = kube_client(args.kubeconfig.as_ref()).await?;
+        daemon::run(config, kube, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

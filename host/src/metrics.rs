@@ -1,0 +1,234 @@
+//! Prometheus metrics of the daemon, and StackPath reachability (the node's Ready condition).
+//!
+//! The StackPath client reports every HTTP attempt through [`CallObserver`]; the same hook
+//! feeds the call counters, the latency histogram and the reachability the node reports.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use stackpath_client::CallObserver;
+
+use crate::translation::TranslateError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    route: &'static str,
+    method: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Consecutive failed StackPath attempts after which the node reports NotReady.
+const UNREACHABLE_AFTER: u32 = 3;
+
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<RouteLabels, Histogram>,
+    policy_seconds: Histogram,
+    policy_failures: Family<KindLabels, Counter>,
+    pods: Family<PhaseLabels, Gauge>,
+    reconciles: Family<ResultLabels, Counter>,
+    tracked: Gauge,
+    consecutive_failures: AtomicU32,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vk_stackpath");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "StackPath API requests (every attempt, retries included) by route template, method and HTTP status (`error` when no response arrived)",
+            calls.clone(),
+        );
+        let call_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "api_request_duration_seconds",
+            "StackPath API request latency by route template",
+            call_seconds.clone(),
+        );
+        let policy_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "policy_call_duration_seconds",
+            "Time of one pod translation (resolution, policy call, validation)",
+            policy_seconds.clone(),
+        );
+        let policy_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "policy_failures",
+            "Translations that did not produce a workload, by kind (rejected, trap, timeout, memory, invalid_output, pod)",
+            policy_failures.clone(),
+        );
+        let pods = Family::<PhaseLabels, Gauge>::default();
+        registry.register("pods", "Pods on this node by phase", pods.clone());
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Pod reconcile passes by result",
+            reconciles.clone(),
+        );
+        let tracked = Gauge::default();
+        registry.register(
+            "tracked_pods",
+            "Pods the daemon is tracking (the reconcile queue's population)",
+            tracked.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            call_seconds,
+            policy_seconds,
+            policy_failures,
+            pods,
+            reconciles,
+            tracked,
+            consecutive_failures: AtomicU32::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn policy_call(&self, elapsed: Duration, error: Option<&TranslateError>) {
+        self.policy_seconds.observe(elapsed.as_secs_f64());
+        if let Some(e) = error {
+            self.policy_failures
+                .get_or_create(&KindLabels { kind: kind(e) })
+                .inc();
+        }
+    }
+
+    pub fn reconciles(&self, ok: bool) {
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// Replaces the pods-by-phase gauges.
+    pub fn set_pods(&self, by_phase: &[(String, i64)], tracked: usize) {
+        self.pods.clear();
+        for (phase, n) in by_phase {
+            self.pods
+                .get_or_create(&PhaseLabels {
+                    phase: phase.clone(),
+                })
+                .set(*n);
+        }
+        self.tracked.set(tracked as i64);
+    }
+
+    /// None when StackPath answers; otherwise why the node should report NotReady.
+    pub fn stackpath_problem(&self) -> Option<String> {
+        if self.consecutive_failures.load(Ordering::Relaxed) >= UNREACHABLE_AFTER {
+            let last = self
+                .last_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            Some(last.unwrap_or_else(|| "StackPath API requests are failing".into()))
+        } else {
+            None
+        }
+    }
+
+    /// Marks StackPath reachable (the start-up check passed).
+    pub fn stackpath_ok(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+}
+
+fn kind(e: &TranslateError) -> &'static str {
+    use crate::policy::PolicyError as P;
+    match e {
+        TranslateError::Pod(_) => "pod",
+        TranslateError::Policy(p) => match p {
+            P::Rejected { .. } => "rejected",
+            P::Timeout { .. } => "timeout",
+            P::OutOfMemory { .. } => "memory",
+            P::Trap { .. } => "trap",
+            P::InvalidOutput { .. } => "invalid_output",
+            _ => "other",
+        },
+    }
+}
+
+impl CallObserver for Metrics {
+    fn observe(&self, route: &'static str, method: &str, status: Option<u16>, elapsed: Duration) {
+        self.calls
+            .get_or_create(&CallLabels {
+                route,
+                method: method.to_owned(),
+                status: status.map_or_else(|| "error".into(), |s| s.to_string()),
+            })
+            .inc();
+        self.call_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        match status {
+            Some(s) if s < 500 => self.consecutive_failures.store(0, Ordering::Relaxed),
+            _ => {
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(match status {
+                    Some(s) => format!("StackPath answers {s} on {method} {route}"),
+                    None => format!("StackPath does not answer ({method} {route})"),
+                });
+            }
+        }
+    }
+}
+
+/// Total StackPath requests counted so far (for tests and the scale benchmark).
+impl Metrics {
+    pub fn total_api_requests(&self) -> u64 {
+        let text = self.encode();
+        text.lines()
+            .filter(|l| l.starts_with("vk_stackpath_api_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}

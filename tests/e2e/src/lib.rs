@@ -1,0 +1,388 @@
+//! The harness of the daemon's end-to-end tests: the shared real control plane from
+//! `local-cluster`, an in-process StackPath emulator per test, and the real `vk-stackpath`
+//! binary started as a process with the daemon's least-privilege kubeconfig. Each test gets
+//! its own namespace and its own node name, so tests run side by side on one cluster.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use local_cluster::Cluster;
+use stackpath_emulator::{EmulatorConfig, RunningEmulator};
+
+pub const STACK: &str = "demo-stack";
+pub const CLIENT_ID: &str = "emulator-client";
+pub const CLIENT_SECRET: &str = "emulator-secret";
+pub const CITY: &str = "DFW";
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The daemon binary, built once per test run (a no-op when `cargo test --workspace` built it).
+pub fn binary() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "-p", "vk-stackpath", "--bin", "vk-stackpath"])
+            .current_dir(workspace())
+            .status()
+            .expect("running cargo build for vk-stackpath");
+        assert!(status.success(), "building vk-stackpath failed");
+        target_dir().join("debug/vk-stackpath")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running daemon process; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub node: String,
+    pub metrics: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown work at all.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (the graceful path).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Prometheus text from `/metrics`.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world.
+pub struct Env {
+    pub cluster: &'static Cluster,
+    pub emulator: RunningEmulator,
+    pub ns: String,
+    pub admin: kube::Client,
+    pub node: String,
+    pub dir: PathBuf,
+}
+
+pub fn emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        delays: stackpath_emulator::InstanceDelays {
+            scheduling: Duration::from_millis(300),
+            starting: Duration::from_millis(300),
+            deleting: Duration::from_millis(300),
+        },
+        ..EmulatorConfig::default()
+    }
+}
+
+impl Env {
+    pub async fn start(test: &str) -> Result<Env> {
+        Self::start_with(test, emulator_config()).await
+    }
+
+    pub async fn start_with(test: &str, config: EmulatorConfig) -> Result<Env> {
+        let cluster = tokio::task::spawn_blocking(Cluster::shared).await?;
+        let emulator = stackpath_emulator::start(config, "127.0.0.1:0".parse()?, None).await?;
+        let ns = cluster.new_namespace().await?;
+        let admin = cluster.admin_client().await?;
+        let dir = cluster.dir().join("e2e").join(&ns);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Env {
+            cluster,
+            emulator,
+            node: format!("vk-{test}-{}", &ns[2..]).to_lowercase(),
+            ns,
+            admin,
+            dir,
+        })
+    }
+
+    /// The daemon command with the emulator's credentials and the daemon kubeconfig.
+    pub fn daemon_command(&self, node: &str) -> (Command, SocketAddr) {
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--kubeconfig")
+            .arg(self.cluster.daemon_kubeconfig())
+            .args(["--nodename", node])
+            .args(["--metrics-addr", &metrics.to_string()])
+            .args(["--node-ip", "127.0.0.1"])
+            .args(["--kubelet-port", &free_port().to_string()])
+            .args(["--orphan-grace", "5s"])
+            .args(["--log", "info,vk_stackpath=debug"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("SP_STACK_ID", STACK)
+            .env("SP_CLIENT_ID", CLIENT_ID)
+            .env("SP_CLIENT_SECRET", CLIENT_SECRET)
+            .env("SP_CITY_CODE", CITY.to_lowercase())
+            .env("SP_API_HOST", &self.emulator.base_url);
+        (cmd, metrics)
+    }
+
+    /// Starts a daemon for this test's node and waits until its node is Ready.
+    pub async fn start_daemon(&self) -> Result<Daemon> {
+        self.start_daemon_with(&self.node, |_| {}).await
+    }
+
+    pub async fn start_daemon_with(&self, node: &str, adjust: impl FnOnce(&mut Command)) -> Result<Daemon> {
+        let (mut cmd, metrics) = self.daemon_command(node);
+        adjust(&mut cmd);
+        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let log = self.dir.join(format!("daemon-{node}-{n}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting vk-stackpath")?;
+        let mut daemon = Daemon {
+            child: Some(child),
+            node: node.to_owned(),
+            metrics,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = daemon.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                bail!("the daemon exited ({status}) at start:\n{}", daemon.log_text());
+            }
+            if self.node_ready(node).await {
+                return Ok(daemon);
+            }
+            if Instant::now() > deadline {
+                daemon.kill();
+                bail!("node {node} not Ready after 60 s; daemon log:\n{}", daemon.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn node_ready(&self, node: &str) -> bool {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.admin.clone());
+        let Ok(Some(n)) = nodes.get_opt(node).await else {
+            return false;
+        };
+        n.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.cluster.admin_kubeconfig())
+            .args(["-n", &self.ns])
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// `kubectl apply -f -` with the given manifest; requires success.
+    pub fn apply(&self, manifest: &str) -> Result<String> {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.cluster.admin_kubeconfig())
+            .args(["-n", &self.ns, "apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(manifest.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// Waits until `check` accepts the pod; returns it. Fails with the last pod seen.
+    pub async fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        check: impl Fn(&Pod) -> bool,
+    ) -> Result<Pod> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(p) = self.pods().get_opt(name).await? {
+                if check(&p) {
+                    return Ok(p);
+                }
+                last = Some(p);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "pod {name} did not reach the expected state in {timeout:?}; last status: {}",
+                    last.map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default())
+                        .unwrap_or_else(|| "no pod".into())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.pods().get_opt(name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("pod {name} still exists after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// A StackPath client on the emulator (the test's view of StackPath).
+    pub fn stackpath(&self) -> stackpath_client::Client {
+        let config = stackpath_client::Config::new(
+            &self.emulator.base_url,
+            STACK,
+            CLIENT_ID,
+            CLIENT_SECRET,
+        )
+        .expect("client config");
+        stackpath_client::Client::new(config).expect("client")
+    }
+
+    /// This test's workloads at StackPath (by the node label).
+    pub async fn workloads(&self) -> Result<Vec<stackpath_client::model::Workload>> {
+        Ok(self
+            .stackpath()
+            .list_all_workloads(None)
+            .await?
+            .into_iter()
+            .filter(|w| {
+                w.metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.get("vk-node-name"))
+                    == Some(&self.node)
+            })
+            .collect())
+    }
+
+    /// Events of a pod, as `reason: note` lines.
+    pub async fn events(&self, pod: &str) -> Result<Vec<String>> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.admin.clone(), &self.ns);
+        let list = api.list(&Default::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+}
+
+/// A pod manifest bound to `node` (tolerating the provider taint).
+pub fn pod_yaml(name: &str, node: &str, image: &str, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {node}
+  tolerations:
+    - key: virtual-kubelet.io/provider
+      operator: Exists
+  containers:
+    - name: app
+      image: {image}
+{extra_spec}"#
+    )
+}
+
+pub fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+pub fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
