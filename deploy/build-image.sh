@@ -171,7 +171,8 @@ entry="$(jq -r '.config.Entrypoint[0]' "$config_file")"
 [ -x "$rootfs$entry" ] || fail "the entrypoint $entry is not an executable in the image"
 # In a chroot when we may (proves nothing from the host is needed), else directly.
 if [ "$(id -u)" = 0 ] && command -v chroot >/dev/null 2>&1; then
-    out="$(env -i chroot --userspec=65532:65532 "$rootfs" "$entry" --version)"
+    chroot_bin="$(command -v chroot)"
+    out="$(env -i "$chroot_bin" --userspec=65532:65532 "$rootfs" "$entry" --version)"
 else
     out="$(env -i "$rootfs$entry" --version)"
 fi
