@@ -38,7 +38,12 @@ async fn direct_ssh_rtt(emu: &stackpath_emulator::RunningEmulator, instance: &st
     let cfg = Arc::new(russh::client::Config::default());
     let mut s = russh::client::connect(cfg, addr, AnyKey).await.unwrap();
     let user = format!("{STACK}.{instance}.app.{CLIENT_ID}");
-    assert!(s.authenticate_password(user, SECRET).await.unwrap().success());
+    assert!(
+        s.authenticate_password(user, SECRET)
+            .await
+            .unwrap()
+            .success()
+    );
     let mut ch = s.channel_open_session().await.unwrap();
     ch.exec(true, "cat").await.unwrap();
     let mut times = Vec::new();
@@ -59,15 +64,23 @@ async fn direct_ssh_rtt(emu: &stackpath_emulator::RunningEmulator, instance: &st
 
 async fn kubelet_ws_rtt(tls: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> Duration {
     let conn = tls_connect(tls, addr).await;
-    let mut req = format!("wss://127.0.0.1:{}/exec/default/web/app?command=cat&stdin=true&stdout=true", addr.port())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let mut req = format!(
+        "wss://127.0.0.1:{}/exec/default/web/app?command=cat&stdin=true&stdout=true",
+        addr.port()
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::client_async(req, conn).await.unwrap();
     let mut times = Vec::new();
     for _ in 0..ROUND_TRIPS {
         let t = Instant::now();
-        ws.send(Message::Binary(vec![0u8, b'x'].into())).await.unwrap();
+        ws.send(Message::Binary(vec![0u8, b'x'].into()))
+            .await
+            .unwrap();
         loop {
             match ws.next().await {
                 Some(Ok(Message::Binary(b))) if b.first() == Some(&1) && b.len() > 1 => break,
@@ -80,11 +93,18 @@ async fn kubelet_ws_rtt(tls: Arc<rustls::ClientConfig>, addr: std::net::SocketAd
     median(times)
 }
 
-async fn kubelet_logs(tls: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> (usize, Duration) {
+async fn kubelet_logs(
+    tls: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> (usize, Duration) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = Instant::now();
     let mut c = tls_connect(tls, addr).await;
-    c.write_all(b"GET /containerLogs/default/logs/app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    c.write_all(
+        b"GET /containerLogs/default/logs/app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut n = 0;
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -117,7 +137,10 @@ async fn main() {
         &pki,
         None,
         AuthMode::InsecureNone,
-        console(&emu, HostKeyPolicy::Pinned(vec![emu.ssh_host_key_openssh.clone().unwrap()])),
+        console(
+            &emu,
+            HostKeyPolicy::Pinned(vec![emu.ssh_host_key_openssh.clone().unwrap()]),
+        ),
         locator,
         sp.clone(),
         unused_kube(),
@@ -128,11 +151,24 @@ async fn main() {
 
     let direct = direct_ssh_rtt(&emu, &echo.instance_name).await;
     let through = kubelet_ws_rtt(tls.clone(), kubelet.addr).await;
-    println!("exec round trip (median of {ROUND_TRIPS}): direct SSH {direct:?}, through kubelet API (WebSocket v5) {through:?}, ratio {:.2}", through.as_secs_f64() / direct.as_secs_f64());
+    println!(
+        "exec round trip (median of {ROUND_TRIPS}): direct SSH {direct:?}, through kubelet API (WebSocket v5) {through:?}, ratio {:.2}",
+        through.as_secs_f64() / direct.as_secs_f64()
+    );
 
     let t = Instant::now();
-    let opts = stackpath_client::LogOptions { container_name: Some("app".into()), ..Default::default() };
-    let direct_bytes = sp.instance_logs(&logs.workload_id, &logs.instance_name, &opts).await.unwrap().collect_bytes().await.unwrap().len();
+    let opts = stackpath_client::LogOptions {
+        container_name: Some("app".into()),
+        ..Default::default()
+    };
+    let direct_bytes = sp
+        .instance_logs(&logs.workload_id, &logs.instance_name, &opts)
+        .await
+        .unwrap()
+        .collect_bytes()
+        .await
+        .unwrap()
+        .len();
     let direct_t = t.elapsed();
     let (n, through_t) = kubelet_logs(tls, kubelet.addr).await;
     let mbs = |b: usize, d: Duration| b as f64 / 1e6 / d.as_secs_f64();

@@ -46,7 +46,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/exec/{namespace}/{pod}/{uid}/{container}",
             any(exec_with_uid),
         )
-        .route("/attach/{*rest}", any(exec::not_supported))
+        .route("/attach/{namespace}/{pod}/{container}", any(exec::attach))
         .route("/portForward/{*rest}", any(exec::not_supported))
         .fallback(|| async { text(http::StatusCode::NOT_FOUND, "404 page not found") })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

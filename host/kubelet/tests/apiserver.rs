@@ -16,7 +16,9 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use local_cluster::Cluster;
 use serde_json::json;
-use vk_kubelet::{AuthMode, CsrBootstrap, HostKeyPolicy, KubeletConfig, KubeletServer, Limits, TlsSource};
+use vk_kubelet::{
+    AuthMode, CsrBootstrap, HostKeyPolicy, KubeletConfig, KubeletServer, Limits, TlsSource,
+};
 
 fn kubectl_bin(minor: &str) -> std::path::PathBuf {
     let k = std::fs::canonicalize(which("kubectl")).expect("kubectl on PATH");
@@ -41,7 +43,11 @@ fn kubectl(cluster: &Cluster, minor: &str, args: &[&str]) -> Output {
         .expect("running kubectl")
 }
 
-async fn kubectl_async(cluster: &'static Cluster, minor: &'static str, args: Vec<String>) -> Output {
+async fn kubectl_async(
+    cluster: &'static Cluster,
+    minor: &'static str,
+    args: Vec<String>,
+) -> Output {
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         kubectl(cluster, minor, &a)
@@ -65,11 +71,17 @@ fn approve_csrs(admin: kube::Client, node: String) -> tokio::task::JoinHandle<()
             if let Ok(list) = api.list(&Default::default()).await {
                 for c in list {
                     let name = c.metadata.name.clone().unwrap_or_default();
-                    let approved = c.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|v| !v.is_empty());
+                    let approved = c
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|v| !v.is_empty());
                     if !approved && name.starts_with(&format!("csr-{node}-")) {
                         let patch = json!({"status": {"conditions": [{"type": "Approved", "status": "True",
                             "reason": "TestApproval", "message": "approved by the vk-kubelet test"}]}});
-                        let _ = api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                        let _ = api
+                            .patch_approval(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await;
                     }
                 }
             }
@@ -97,8 +109,12 @@ async fn register_node(admin: kube::Client, name: &str, port: u16) {
         "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
     }});
     // What the daemon will merge into its status: the WebSocket declaration for 1.36+.
-    status["status"]["declaredFeatures"] = vk_kubelet::declared_features_patch()["status"]["declaredFeatures"].clone();
-    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    status["status"]["declaredFeatures"] =
+        vk_kubelet::declared_features_patch()["status"]["declaredFeatures"].clone();
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 async fn create_pod(admin: kube::Client, ns: &str, name: &str, node: &str) -> Pod {
@@ -119,7 +135,9 @@ async fn create_pod(admin: kube::Client, ns: &str, name: &str, node: &str) -> Po
     let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
         "containerStatuses": [{"name": "app", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
                                "started": true, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap()
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,7 +151,12 @@ async fn kubectl_through_the_real_apiserver() {
 
     let emu = emulator(Duration::from_secs(2)).await;
     let sp = stackpath(&emu);
-    let loc = workload(&sp, &format!("e{}", std::process::id()), "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.1; done; sleep 3600").await;
+    let loc = workload(
+        &sp,
+        &format!("e{}", std::process::id()),
+        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.1; done; sleep 3600",
+    )
+    .await;
     let locator = Arc::new(TestLocator::default());
     locator.add(&ns, "web", &["app"], &["init"], loc);
 
@@ -150,11 +173,16 @@ async fn kubectl_through_the_real_apiserver() {
         }),
         client_ca_file: cluster.kubelet_client_ca_crt(),
         auth: AuthMode::Enabled,
-        console: console(&emu, HostKeyPolicy::Pinned(vec![emu.ssh_host_key_openssh.clone().unwrap()])),
+        console: console(
+            &emu,
+            HostKeyPolicy::Pinned(vec![emu.ssh_host_key_openssh.clone().unwrap()]),
+        ),
         limits: Limits::default(),
     };
     let daemon = cluster.daemon_client().await.unwrap();
-    let server = KubeletServer::bind(cfg, locator.clone(), sp, daemon.clone()).await.expect("bootstrapped and bound");
+    let server = KubeletServer::bind(cfg, locator.clone(), sp, daemon.clone())
+        .await
+        .expect("bootstrapped and bound");
     let port = server.local_addr().port();
     let store = server.cert_store();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -167,20 +195,65 @@ async fn kubectl_through_the_real_apiserver() {
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // kubectl logs, with options.
-    let o = kubectl_async(cluster, "1.33", vec!["-n".into(), ns.clone(), "logs".into(), "web".into(), "-c".into(), "app".into()]).await;
+    let o = kubectl_async(
+        cluster,
+        "1.33",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "logs".into(),
+            "web".into(),
+            "-c".into(),
+            "app".into(),
+        ],
+    )
+    .await;
     let (out, err) = s(&o);
     assert!(o.status.success(), "kubectl logs: {err}");
     assert!(out.starts_with("line 0\nline 1\n"), "{out}");
-    let o = kubectl_async(cluster, "1.33", vec!["-n".into(), ns.clone(), "logs".into(), "web".into(), "-c".into(), "app".into(), "--tail=2".into(), "--timestamps".into()]).await;
+    let o = kubectl_async(
+        cluster,
+        "1.33",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "logs".into(),
+            "web".into(),
+            "-c".into(),
+            "app".into(),
+            "--tail=2".into(),
+            "--timestamps".into(),
+        ],
+    )
+    .await;
     let (out, _) = s(&o);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().all(|l| chrono::DateTime::parse_from_rfc3339(l.split(' ').next().unwrap()).is_ok()), "{out}");
-    let o = kubectl_async(cluster, "1.33", vec!["-n".into(), ns.clone(), "logs".into(), "web".into(), "-c".into(), "app".into(), "--limit-bytes=8".into(), "--since=1h".into()]).await;
+    assert!(
+        out.lines()
+            .all(|l| chrono::DateTime::parse_from_rfc3339(l.split(' ').next().unwrap()).is_ok()),
+        "{out}"
+    );
+    let o = kubectl_async(
+        cluster,
+        "1.33",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "logs".into(),
+            "web".into(),
+            "-c".into(),
+            "app".into(),
+            "--limit-bytes=8".into(),
+            "--since=1h".into(),
+        ],
+    )
+    .await;
     assert_eq!(s(&o).0, "line 0\nl");
 
     // logs -f across StackPath's 2 s cuts, with a certificate rotation in the middle.
     let mut follow = tokio::process::Command::new(kubectl_bin("1.33"))
-        .arg("--kubeconfig").arg(cluster.admin_kubeconfig())
+        .arg("--kubeconfig")
+        .arg(cluster.admin_kubeconfig())
         .args(["-n", &ns, "logs", "-f", "web", "-c", "app"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -188,11 +261,17 @@ async fn kubectl_through_the_real_apiserver() {
         .unwrap();
     let mut stdout = follow.stdout.take().unwrap();
     let old_leaf = store.leaf();
-    let rotated = vk_kubelet::bootstrap::request_certificate(&daemon, &node, &CsrBootstrap {
-        ips: vec!["127.0.0.1".parse().unwrap()],
-        approval_timeout: Duration::from_secs(60),
-        ..Default::default()
-    }).await.expect("second certificate");
+    let rotated = vk_kubelet::bootstrap::request_certificate(
+        &daemon,
+        &node,
+        &CsrBootstrap {
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            approval_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("second certificate");
     store.swap(rotated);
     assert_ne!(store.leaf(), old_leaf, "certificate rotated");
     let mut got = Vec::new();
@@ -200,29 +279,81 @@ async fn kubectl_through_the_real_apiserver() {
     use tokio::io::AsyncReadExt;
     while !String::from_utf8_lossy(&got).contains("line 39\n") {
         let mut b = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, stdout.read(&mut b)).await.expect("logs -f keeps delivering").unwrap();
-        assert!(n > 0, "logs -f ended early: {}", String::from_utf8_lossy(&got));
+        let n = tokio::time::timeout_at(deadline, stdout.read(&mut b))
+            .await
+            .expect("logs -f keeps delivering")
+            .unwrap();
+        assert!(
+            n > 0,
+            "logs -f ended early: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&b[..n]);
     }
     let want: String = (0..40).map(|i| format!("line {i}\n")).collect();
-    assert_eq!(String::from_utf8_lossy(&got), want, "no gaps or repeats across cuts and the rotation");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        want,
+        "no gaps or repeats across cuts and the rotation"
+    );
     // Still open after StackPath's cuts (it ends only when the client stops).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(follow.try_wait().unwrap().is_none(), "logs -f must not exit on a StackPath-side close");
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f must not exit on a StackPath-side close"
+    );
     let _ = follow.kill().await;
 
     // exec through kubectl 1.27 (SPDY end to end) and 1.33 (WebSocket to the apiserver).
     for minor in ["1.27", "1.33"] {
-        let o = kubectl_async(cluster, minor, vec!["-n".into(), ns.clone(), "exec".into(), "web".into(), "-c".into(), "app".into(), "--".into(), "sh".into(), "-c".into(), "echo out-$((6*7)); echo err >&2".into()]).await;
+        let o = kubectl_async(
+            cluster,
+            minor,
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "exec".into(),
+                "web".into(),
+                "-c".into(),
+                "app".into(),
+                "--".into(),
+                "sh".into(),
+                "-c".into(),
+                "echo out-$((6*7)); echo err >&2".into(),
+            ],
+        )
+        .await;
         let (out, err) = s(&o);
         assert!(o.status.success(), "kubectl {minor} exec: {err}");
         assert_eq!(out, "out-42\n", "kubectl {minor}");
         assert!(err.contains("err"), "kubectl {minor}: {err}");
-        let o = kubectl_async(cluster, minor, vec!["-n".into(), ns.clone(), "exec".into(), "web".into(), "-c".into(), "app".into(), "--".into(), "sh".into(), "-c".into(), "exit 3".into()]).await;
-        assert_eq!(o.status.code(), Some(3), "kubectl {minor} exit code: {:?}", s(&o));
+        let o = kubectl_async(
+            cluster,
+            minor,
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "exec".into(),
+                "web".into(),
+                "-c".into(),
+                "app".into(),
+                "--".into(),
+                "sh".into(),
+                "-c".into(),
+                "exit 3".into(),
+            ],
+        )
+        .await;
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "kubectl {minor} exit code: {:?}",
+            s(&o)
+        );
         // stdin through -i.
         let mut child = Command::new(kubectl_bin(minor))
-            .arg("--kubeconfig").arg(cluster.admin_kubeconfig())
+            .arg("--kubeconfig")
+            .arg(cluster.admin_kubeconfig())
             .args(["-n", &ns, "exec", "-i", "web", "-c", "app", "--", "cat"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -234,22 +365,111 @@ async fn kubectl_through_the_real_apiserver() {
             let mut i = child.stdin.take().unwrap();
             i.write_all(b"through stdin\n").unwrap();
         }
-        let o = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-        assert_eq!(s(&o).0, "through stdin\n", "kubectl {minor} exec -i: {}", s(&o).1);
+        let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s(&o).0,
+            "through stdin\n",
+            "kubectl {minor} exec -i: {}",
+            s(&o).1
+        );
         // Init container and wrong container.
-        let o = kubectl_async(cluster, minor, vec!["-n".into(), ns.clone(), "exec".into(), "web".into(), "-c".into(), "init".into(), "--".into(), "ls".into()]).await;
+        let o = kubectl_async(
+            cluster,
+            minor,
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "exec".into(),
+                "web".into(),
+                "-c".into(),
+                "init".into(),
+                "--".into(),
+                "ls".into(),
+            ],
+        )
+        .await;
         assert!(!o.status.success());
-        assert!(s(&o).1.contains("init container"), "kubectl {minor}: {}", s(&o).1);
-        let o = kubectl_async(cluster, minor, vec!["-n".into(), ns.clone(), "exec".into(), "web".into(), "-c".into(), "nope".into(), "--".into(), "ls".into()]).await;
+        assert!(
+            s(&o).1.contains("init container"),
+            "kubectl {minor}: {}",
+            s(&o).1
+        );
+        let o = kubectl_async(
+            cluster,
+            minor,
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "exec".into(),
+                "web".into(),
+                "-c".into(),
+                "nope".into(),
+                "--".into(),
+                "ls".into(),
+            ],
+        )
+        .await;
         assert!(!o.status.success());
         assert!(s(&o).1.contains("nope"), "kubectl {minor}: {}", s(&o).1);
     }
 
     // attach and port-forward: the clear message.
-    let o = kubectl_async(cluster, "1.33", vec!["-n".into(), ns.clone(), "attach".into(), "web".into(), "-c".into(), "app".into()]).await;
-    assert!(s(&o).1.contains("not supported by the StackPath provider"), "attach: {}", s(&o).1);
-    let o = kubectl_async(cluster, "1.33", vec!["-n".into(), ns.clone(), "port-forward".into(), "pod/web".into(), "18080:80".into()]).await;
-    assert!(s(&o).1.contains("not supported by the StackPath provider"), "port-forward: {}", s(&o).1);
+    let o = kubectl_async(
+        cluster,
+        "1.33",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "attach".into(),
+            "web".into(),
+            "-c".into(),
+            "app".into(),
+        ],
+    )
+    .await;
+    assert!(
+        s(&o).1.contains("not supported by the StackPath provider"),
+        "attach: {}",
+        s(&o).1
+    );
+    // kubectl 1.27 speaks SPDY end to end; 1.33 tunnels SPDY through a WebSocket.
+    let o = kubectl_async(
+        cluster,
+        "1.27",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "port-forward".into(),
+            "pod/web".into(),
+            "18080:80".into(),
+        ],
+    )
+    .await;
+    assert!(
+        s(&o).1.contains("not supported by the StackPath provider"),
+        "port-forward: {}",
+        s(&o).1
+    );
+    let o = kubectl_async(
+        cluster,
+        "1.33",
+        vec![
+            "-n".into(),
+            ns.clone(),
+            "port-forward".into(),
+            "pod/web".into(),
+            "18081:80".into(),
+        ],
+    )
+    .await;
+    assert!(
+        s(&o).1.contains("not supported by the StackPath provider"),
+        "port-forward 1.33: {}",
+        s(&o).1
+    );
 
     // 401 without credentials and 403 for a ServiceAccount token without nodes/proxy.
     let (ca, _) = (cluster.ca_crt(), ());
@@ -257,14 +477,22 @@ async fn kubectl_through_the_real_apiserver() {
     let raw = raw_get(tls.clone(), port, "/pods", None).await;
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
     let token = sa_token(admin.clone(), &ns).await;
-    let raw = raw_get(tls.clone(), port, &format!("/containerLogs/{ns}/web/app"), Some(&token)).await;
+    let raw = raw_get(
+        tls.clone(),
+        port,
+        &format!("/containerLogs/{ns}/web/app"),
+        Some(&token),
+    )
+    .await;
     assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
     assert!(raw.contains("subresource=proxy"), "{raw}");
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
     approver.abort();
-    let _ = Api::<Node>::all(admin).delete(&node, &Default::default()).await;
+    let _ = Api::<Node>::all(admin)
+        .delete(&node, &Default::default())
+        .await;
     emu.shutdown().await;
 }
 
@@ -272,18 +500,33 @@ async fn sa_token(admin: kube::Client, ns: &str) -> String {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let sas: Api<ServiceAccount> = Api::namespaced(admin, ns);
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
     let _ = sas.create(&PostParams::default(), &sa).await;
     let tr: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}})).unwrap();
-    let out = sas.create_token_request("nobody", &PostParams::default(), &tr).await.unwrap();
+    let out = sas
+        .create_token_request("nobody", &PostParams::default(), &tr)
+        .await
+        .unwrap();
     out.status.unwrap().token
 }
 
-async fn raw_get(tls: Arc<rustls::ClientConfig>, port: u16, path: &str, token: Option<&str>) -> String {
+async fn raw_get(
+    tls: Arc<rustls::ClientConfig>,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = tls_connect(tls, ([127, 0, 0, 1], port).into()).await;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    c.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()

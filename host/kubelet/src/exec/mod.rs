@@ -21,6 +21,8 @@ pub(crate) struct Exec {
     pub state: Arc<AppState>,
     pub location: ContainerLocation,
     pub options: ExecOptions,
+    /// Answer on the error stream instead of running anything (`/attach`).
+    pub refuse: Option<String>,
     pub _guard: StreamGuard,
 }
 
@@ -28,6 +30,10 @@ impl Exec {
     /// Runs the command on the console; `Err` carries a message for the error stream.
     pub async fn run(&self, io: ExecIo) -> Result<ExitOutcome, String> {
         let s = &self.state;
+        if let Some(m) = &self.refuse {
+            drop(io);
+            return Err(m.clone());
+        }
         tokio::select! {
             r = console::exec(&s.console, &self.location, &self.options.command, self.options.tty, io, s.limits.stream_idle_timeout) => {
                 r.map_err(|e| {
@@ -45,7 +51,35 @@ pub(crate) async fn handler(
     Path((namespace, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let options = match ExecOptions::from_query(req.uri().query().unwrap_or("")) {
+    serve(state, namespace, pod, container, req, None).await
+}
+
+/// `/attach/{namespace}/{pod}/{container}`: the upgrade is accepted so that the client shows
+/// the reason, which arrives on the error stream as a Status.
+pub(crate) async fn attach(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let why = "attach is not supported by the StackPath provider: StackPath's container console only runs new commands; use kubectl exec (or kubectl logs -f for the output)".to_string();
+    serve(state, namespace, pod, container, req, Some(why)).await
+}
+
+async fn serve(
+    state: Arc<AppState>,
+    namespace: String,
+    pod: String,
+    container: String,
+    req: Request,
+    refuse: Option<String>,
+) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    let parsed = if refuse.is_some() {
+        ExecOptions::parse(query, false)
+    } else {
+        ExecOptions::from_query(query)
+    };
+    let options = match parsed {
         Ok(o) => o,
         Err(m) => return text(StatusCode::BAD_REQUEST, m),
     };
@@ -67,6 +101,7 @@ pub(crate) async fn handler(
         state: state.clone(),
         location,
         options,
+        refuse,
         _guard: guard,
     };
     if upgrade == "websocket" {
@@ -76,22 +111,32 @@ pub(crate) async fn handler(
         }
     } else if upgrade.starts_with("spdy/") {
         spdy::serve(req, exec)
+    } else if let Some(m) = exec.refuse {
+        text(StatusCode::NOT_IMPLEMENTED, m)
     } else {
         text(StatusCode::BAD_REQUEST, "Upgrade request required")
     }
 }
 
-/// `/attach` and `/portForward`: StackPath's console can do neither.
+/// `/portForward` (and malformed `/attach` paths): StackPath's console cannot do them. The body
+/// is a `metav1.Status`, which client-go's upgrade dialer shows as the error message.
 pub(crate) async fn not_supported(req: Request) -> Response {
     let what = if req.uri().path().starts_with("/portForward") {
         "port-forward"
     } else {
         "attach"
     };
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        format!(
-            "{what} is not supported by the StackPath provider: StackPath's container console only runs new commands (use kubectl exec)"
-        ),
+    let message = format!(
+        "{what} is not supported by the StackPath provider: StackPath's container console only runs new commands (use kubectl exec)"
+    );
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": "BadRequest", "code": 400
+    });
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
     )
+        .into_response()
 }

@@ -91,6 +91,11 @@ fn parse_bool(v: &str) -> Option<bool> {
 impl ExecOptions {
     /// Parses the query string (`command` repeats; booleans as Go's `strconv.ParseBool`).
     pub fn from_query(query: &str) -> Result<Self, String> {
+        Self::parse(query, true)
+    }
+
+    /// As [`ExecOptions::from_query`]; `/attach` has no command.
+    pub fn parse(query: &str, need_command: bool) -> Result<Self, String> {
         let mut o = Self::default();
         for (k, v) in form_pairs(query) {
             let flag = |v: &str| {
@@ -106,7 +111,7 @@ impl ExecOptions {
                 _ => {}
             }
         }
-        if o.command.is_empty() {
+        if need_command && o.command.is_empty() {
             return Err("you must specify at least one command for the container".into());
         }
         if !(o.stdin || o.stdout || o.stderr) {
