@@ -104,6 +104,7 @@ async fn serve(
         refuse,
         _guard: guard,
     };
+    tracing::debug!(%namespace, %pod, %container, transport = %upgrade, "exec request");
     if upgrade == "websocket" {
         match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
             Ok(ws) => ws::serve(ws, exec),
