@@ -194,27 +194,27 @@ fn rust_strict_is_the_default_one_size_up_and_read_only() {
     let d = at(&default, &["spec", "containers", "nginx"]);
     let s = at(&strict, &["spec", "containers", "nginx"]);
     assert_eq!(
-        at(&d, &["resources", "requests", "cpu"]).as_str(),
+        at(d, &["resources", "requests", "cpu"]).as_str(),
         Some("1"),
         "default: SP-1"
     );
     assert_eq!(
-        at(&s, &["resources", "requests", "cpu"]).as_str(),
+        at(s, &["resources", "requests", "cpu"]).as_str(),
         Some("2"),
         "strict: SP-2"
     );
     assert_eq!(
-        at(&s, &["resources", "limits", "memory"]).as_str(),
+        at(s, &["resources", "limits", "memory"]).as_str(),
         Some("4Gi"),
         "strict: SP-2"
     );
     assert_eq!(
-        at(&s, &["securityContext", "readOnlyRootFilesystem"]).as_bool(),
+        at(s, &["securityContext", "readOnlyRootFilesystem"]).as_bool(),
         Some(true)
     );
     assert_eq!(
-        at(&d, &["readinessProbe"]),
-        at(&s, &["readinessProbe"]),
+        at(d, &["readinessProbe"]),
+        at(s, &["readinessProbe"]),
         "probes unchanged"
     );
     assert_eq!(
@@ -239,12 +239,12 @@ fn python_annotate_annotates_the_workload() {
     ]);
     let a = at(&w, &["metadata", "annotations"]);
     assert_eq!(
-        at(&a, &["policy.vk-stackpath.io/translated-by"]).as_str(),
+        at(a, &["policy.vk-stackpath.io/translated-by"]).as_str(),
         Some("python-annotate/0.1.0")
     );
     assert_eq!(
-        at(&a, &["policy.vk-stackpath.io/city"]).as_str(),
+        at(a, &["policy.vk-stackpath.io/city"]).as_str(),
         Some("AMS")
     );
-    assert_eq!(at(&a, &["team"]).as_str(), Some("storefront"));
+    assert_eq!(at(a, &["team"]).as_str(), Some("storefront"));
 }
