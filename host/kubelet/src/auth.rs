@@ -98,12 +98,17 @@ const ALLOWED_TTL: Duration = Duration::from_secs(300);
 const DENIED_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 4096;
 
+/// Token SHA-256 → (user, when reviewed).
+type TokenCache = HashMap<[u8; 32], (Option<UserInfo>, Instant)>;
+/// (user, attributes) → (decision, when reviewed).
+type DecisionCache = HashMap<(UserInfo, Attributes), (Result<(), AuthError>, Instant)>;
+
 /// Checks callers against the API server, with caches.
 pub struct Auth {
     client: kube::Client,
     node_name: String,
-    tokens: Mutex<HashMap<[u8; 32], (Option<UserInfo>, Instant)>>,
-    decisions: Mutex<HashMap<(UserInfo, Attributes), (Result<(), AuthError>, Instant)>>,
+    tokens: Mutex<TokenCache>,
+    decisions: Mutex<DecisionCache>,
 }
 
 impl std::fmt::Debug for Auth {

@@ -277,7 +277,8 @@ async fn pump(
             if !partial.is_empty() {
                 let (_, rest) = split_timestamp(&partial);
                 let shown = if q.timestamps { &partial[..] } else { rest };
-                out.send(&shown.to_vec()).await;
+                let shown = shown.to_vec();
+                out.send(&shown).await;
             }
             return;
         }

@@ -52,6 +52,7 @@ impl AppState {
     }
 
     /// Takes one of the caller's stream slots, or answers 429.
+    #[allow(clippy::result_large_err)] // the error is the response itself, built once
     pub fn acquire_stream(&self, req: &Request) -> Result<StreamGuard, Response> {
         let who = req
             .extensions()

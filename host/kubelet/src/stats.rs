@@ -31,14 +31,17 @@ pub struct ContainerUsage {
     pub memory_bytes: f64,
 }
 
+type ContainerKey = (String, String, String);
+
 /// Integrates sampled CPU (cores) into the counter the kubelet reports.
 #[derive(Debug, Default)]
 pub(crate) struct CpuCounters {
-    inner: Mutex<HashMap<(String, String, String), (DateTime<Utc>, f64)>>,
+    /// (namespace, pod, container) → (last sample time, core-seconds so far).
+    inner: Mutex<HashMap<ContainerKey, (DateTime<Utc>, f64)>>,
 }
 
 impl CpuCounters {
-    fn advance(&self, key: (String, String, String), now: DateTime<Utc>, cores: f64) -> f64 {
+    fn advance(&self, key: ContainerKey, now: DateTime<Utc>, cores: f64) -> f64 {
         let Ok(mut m) = self.inner.lock() else {
             return 0.0;
         };

@@ -379,10 +379,7 @@ fn dechunk(body: &str) -> Vec<u8> {
     // Minimal chunked decoding (our bodies are text).
     let mut out = Vec::new();
     let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            break;
-        };
+    while let Some((size, after)) = rest.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             return body.as_bytes().to_vec();
         };

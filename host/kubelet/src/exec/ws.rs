@@ -76,10 +76,8 @@ async fn run(socket: WebSocket, exec: Exec) {
                         let _ = resize_tx.send(size).await;
                     }
                 }
-                CLOSE if proto >= Protocol::V5 => {
-                    if rest.first() == Some(&STDIN) {
-                        stdin_tx = None; // stdin EOF
-                    }
+                CLOSE if proto >= Protocol::V5 && rest.first() == Some(&STDIN) => {
+                    stdin_tx = None; // stdin EOF
                 }
                 _ => {}
             }

@@ -98,10 +98,13 @@ pub async fn workload(
     panic!("instance {instance} never ran");
 }
 
+/// (namespace, pod) → (containers, init containers, location).
+type Table = HashMap<(String, String), (Vec<String>, Vec<String>, ContainerLocation)>;
+
 /// A PodLocator over a fixed table.
 #[derive(Default)]
 pub struct TestLocator {
-    pub table: Mutex<HashMap<(String, String), (Vec<String>, Vec<String>, ContainerLocation)>>,
+    pub table: Mutex<Table>,
     pub pods: Mutex<Vec<Pod>>,
 }
 
@@ -243,6 +246,7 @@ impl Running {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn start_kubelet(
     pki: &TestPki,
     client_ca: Option<PathBuf>,
