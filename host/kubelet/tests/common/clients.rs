@@ -113,14 +113,15 @@ pub async fn spdy_exec(
         // Keep it open for the session, as kubectl does.
         std::mem::forget(r);
     }
-    if let Some(mut i) = stdin {
+    // Kept until the end: dropping a stream resets it (RST_STREAM CANCEL), which kubectl never
+    // does to a stdin it has half-closed.
+    let mut stdin_keep = stdin;
+    if let Some(i) = stdin_keep.as_mut() {
         if let Some(data) = &input.stdin {
             i.write_all(data).await.unwrap();
         }
         if input.close_stdin {
             i.shutdown().await.unwrap();
-        } else {
-            std::mem::forget(i);
         }
     }
     let out_task = tokio::spawn(async move {
@@ -141,6 +142,7 @@ pub async fn spdy_exec(
     let _ = error.read_to_end(&mut err_buf).await;
     let stdout = out_task.await.unwrap();
     let stderr = err_task.await.unwrap();
+    drop(stdin_keep);
     session.abort();
     ExecResult {
         status_code: 101,
