@@ -87,8 +87,11 @@ impl StackPathSettings {
             .var("SP_CLIENT_SECRET")
             .or(file.client_secret.clone().filter(|v| !v.is_empty()));
         let city_code = pick("SP_CITY_CODE", &file.city_code);
-        let api_host = pick("SP_API_HOST", &file.api_host.clone().or(file.base_url.clone()))
-            .unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
+        let api_host = pick(
+            "SP_API_HOST",
+            &file.api_host.clone().or(file.base_url.clone()),
+        )
+        .unwrap_or_else(|| DEFAULT_API_HOST.to_owned());
         let ca_file = env.var("SP_CA_FILE").map(PathBuf::from).or(file.ca_file);
 
         let missing = |what: &str, var: &str, key: &str| {
@@ -188,9 +191,9 @@ pub fn node_name(flag: Option<&str>, city_code: &str) -> String {
 pub fn parse_pod_ip(value: Option<&str>) -> Result<Option<IpAddr>, String> {
     value
         .map(|v| {
-            v.trim().parse().map_err(|_| {
-                format!("VKUBELET_POD_IP `{v}` is not an IP address (e.g. 10.0.0.12)")
-            })
+            v.trim()
+                .parse()
+                .map_err(|_| format!("VKUBELET_POD_IP `{v}` is not an IP address (e.g. 10.0.0.12)"))
         })
         .transpose()
 }
@@ -241,11 +244,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sp.yaml");
         std::fs::write(&file, "stack_idd: x\n").unwrap();
-        let err = StackPathSettings::load(&env(&[(
-            "SP_CONFIG_LOCATION",
-            file.to_str().unwrap(),
-        )]))
-        .unwrap_err();
+        let err = StackPathSettings::load(&env(&[("SP_CONFIG_LOCATION", file.to_str().unwrap())]))
+            .unwrap_err();
         assert!(err.0[0].contains("stack_idd"), "{err}");
     }
 

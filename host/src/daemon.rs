@@ -82,7 +82,10 @@ pub async fn check_stackpath(
         .iter()
         .filter_map(|l| l.city_code.clone())
         .collect();
-    if !known.iter().any(|c| c.eq_ignore_ascii_case(&settings.city_code)) {
+    if !known
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&settings.city_code))
+    {
         return Err(DaemonError::StackPath(format!(
             "SP_CITY_CODE `{}` is not a StackPath location; known city codes: {}",
             settings.city_code,
@@ -236,7 +239,10 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     match pods::adopt::adopt(&ctx).await {
-        Ok(n) => tracing::info!(workloads = n, "existing workloads of this node matched to their pods"),
+        Ok(n) => tracing::info!(
+            workloads = n,
+            "existing workloads of this node matched to their pods"
+        ),
         // Without the list, a pod could get a second workload: better not start.
         Err(e) => {
             node.stop().await;
@@ -247,7 +253,7 @@ pub async fn run(
     }
     let controller = pods::controller::controller(kube.clone(), &config.node.name);
     let store = controller.store();
-    background.push(tokio::spawn(pods::orphans::run(ctx.clone(), store.clone())));
+    background.push(tokio::spawn(pods::orphans::run(ctx.clone())));
     background.push(tokio::spawn(policy.clone().watch(config.policy_reload)));
     background.push(tokio::spawn(gauge_loop(ctx.clone(), store.clone())));
     ready.store(true, Ordering::Relaxed);
@@ -276,7 +282,11 @@ pub async fn run(
         controller_stop.await;
         let _ = done_tx.send(());
     }));
-    tracing::info!(node = config.node.name, workers = config.workers, "watching pods");
+    tracing::info!(
+        node = config.node.name,
+        workers = config.workers,
+        "watching pods"
+    );
     pods::run(controller, ctx, config.workers, async move {
         let _ = done_rx.await;
     })

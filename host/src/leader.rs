@@ -11,7 +11,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{PostParams};
+use kube::api::PostParams;
 
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -57,7 +57,10 @@ impl Election {
     /// One attempt: Ok(true) when this process holds the lease afterwards.
     async fn try_acquire_or_renew(&self, api: &Api<Lease>) -> Result<bool, kube::Error> {
         let Some(current) = api.get_opt(&self.name).await? else {
-            return match api.create(&PostParams::default(), &self.lease(0, None)).await {
+            return match api
+                .create(&PostParams::default(), &self.lease(0, None))
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -88,7 +91,11 @@ impl Election {
         loop {
             match self.try_acquire_or_renew(&api).await {
                 Ok(true) => {
-                    tracing::info!(lease = self.name, identity = self.identity, "became the leader");
+                    tracing::info!(
+                        lease = self.name,
+                        identity = self.identity,
+                        "became the leader"
+                    );
                     return;
                 }
                 Ok(false) if !announced => {
@@ -96,7 +103,9 @@ impl Election {
                     announced = true;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(lease = self.name, error = %e, "leader election attempt failed"),
+                Err(e) => {
+                    tracing::warn!(lease = self.name, error = %e, "leader election attempt failed")
+                }
             }
             tokio::time::sleep(self.renew).await;
         }

@@ -146,9 +146,12 @@ impl RunArgs {
         if self.stackpath_qps.is_nan() || self.stackpath_qps <= 0.0 {
             problems.push("--stackpath-qps must be above 0".into());
         }
-        if self.status_fast_interval.is_zero() || self.status_settled_interval < self.status_fast_interval {
+        if self.status_fast_interval.is_zero()
+            || self.status_settled_interval < self.status_fast_interval
+        {
             problems.push(
-                "--status-fast-interval must be above 0 and at most --status-settled-interval".into(),
+                "--status-fast-interval must be above 0 and at most --status-settled-interval"
+                    .into(),
             );
         }
         let Some(stackpath) = stackpath.filter(|_| problems.is_empty()) else {
@@ -164,7 +167,9 @@ impl RunArgs {
         let internal_ip = match node_ip {
             Some(ip) => ip.to_string(),
             None => {
-                tracing::warn!("VKUBELET_POD_IP is not set; declaring 127.0.0.1 as the node's InternalIP (the API server reaches `kubectl logs`/`exec` there)");
+                tracing::warn!(
+                    "VKUBELET_POD_IP is not set; declaring 127.0.0.1 as the node's InternalIP (the API server reaches `kubectl logs`/`exec` there)"
+                );
                 "127.0.0.1".into()
             }
         };
@@ -203,7 +208,9 @@ impl RunArgs {
                 fast: self.status_fast_interval,
                 settled: self.status_settled_interval,
                 orphan_grace: self.orphan_grace,
-                sweep_interval: self.orphan_grace.clamp(Duration::from_secs(5), Duration::from_secs(60)),
+                sweep_interval: self
+                    .orphan_grace
+                    .clamp(Duration::from_secs(5), Duration::from_secs(60)),
             },
             metrics_addr,
             election,

@@ -53,7 +53,9 @@ pub async fn register(
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
             if let Some(ours) = &settings.taint
-                && !taints.iter().any(|t| t.key == ours.key && t.effect == ours.effect)
+                && !taints
+                    .iter()
+                    .any(|t| t.key == ours.key && t.effect == ours.effect)
             {
                 taints.push(ours.clone());
             }
@@ -62,7 +64,11 @@ pub async fn register(
                 "spec": { "taints": taints },
             });
             let node = nodes
-                .patch(&settings.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(
+                    &settings.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
                 .await?;
             tracing::info!(node = settings.name, "took over the existing node");
             node
@@ -86,7 +92,11 @@ async fn write_status(
 ) -> Result<Node, kube::Error> {
     let patch = serde_json::json!({ "status": settings.status(problem, current) });
     nodes
-        .patch_status(&settings.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &settings.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
 }
 
@@ -113,7 +123,9 @@ async fn status_loop(client: kube::Client, settings: NodeSettings, metrics: Arc<
                 last_problem = problem;
                 last_write = tokio::time::Instant::now();
             }
-            Err(e) => tracing::warn!(node = settings.name, error = %e, "could not update node status"),
+            Err(e) => {
+                tracing::warn!(node = settings.name, error = %e, "could not update node status")
+            }
         }
     }
 }
@@ -144,7 +156,11 @@ fn lease_object(settings: &NodeSettings, node_uid: Option<String>) -> Lease {
     }
 }
 
-async fn renew(leases: &Api<Lease>, settings: &NodeSettings, node_uid: &Option<String>) -> Result<(), kube::Error> {
+async fn renew(
+    leases: &Api<Lease>,
+    settings: &NodeSettings,
+    node_uid: &Option<String>,
+) -> Result<(), kube::Error> {
     let patch = serde_json::json!({
         "spec": {
             "holderIdentity": settings.name,
@@ -153,12 +169,19 @@ async fn renew(leases: &Api<Lease>, settings: &NodeSettings, node_uid: &Option<S
         }
     });
     match leases
-        .patch(&settings.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &settings.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => leases
-            .create(&PostParams::default(), &lease_object(settings, node_uid.clone()))
+            .create(
+                &PostParams::default(),
+                &lease_object(settings, node_uid.clone()),
+            )
             .await
             .map(|_| ()),
         Err(e) => Err(e),
@@ -170,7 +193,9 @@ async fn lease_loop(client: kube::Client, settings: NodeSettings, node_uid: Opti
     loop {
         match renew(&leases, &settings, &node_uid).await {
             Ok(()) => tracing::trace!(node = settings.name, "lease renewed"),
-            Err(e) => tracing::warn!(node = settings.name, error = %e, "could not renew the node lease"),
+            Err(e) => {
+                tracing::warn!(node = settings.name, error = %e, "could not renew the node lease")
+            }
         }
         tokio::time::sleep(LEASE_RENEW).await;
     }
@@ -188,10 +213,17 @@ impl NodeHandle {
             "status": self.settings.stopped_status(current.as_ref().and_then(|n| n.status.as_ref()))
         });
         match nodes
-            .patch_status(&self.settings.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &self.settings.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
-            Ok(_) => tracing::info!(node = self.settings.name, "node marked NotReady; workloads keep running"),
+            Ok(_) => tracing::info!(
+                node = self.settings.name,
+                "node marked NotReady; workloads keep running"
+            ),
             Err(e) => tracing::warn!(error = %e, "could not mark the node NotReady on shutdown"),
         }
     }

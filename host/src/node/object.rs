@@ -69,7 +69,10 @@ impl NodeSettings {
             ("cpu".to_owned(), Quantity(self.cpu.clone())),
             ("memory".to_owned(), Quantity(self.memory.clone())),
             ("pods".to_owned(), Quantity(self.pods.clone())),
-            ("ephemeral-storage".to_owned(), Quantity(self.storage.clone())),
+            (
+                "ephemeral-storage".to_owned(),
+                Quantity(self.storage.clone()),
+            ),
         ])
     }
 
@@ -139,10 +142,30 @@ impl NodeSettings {
             }),
             conditions: Some(vec![
                 ready,
-                cond("MemoryPressure", false, "KubeletHasSufficientMemory", "StackPath sizes each workload".into()),
-                cond("DiskPressure", false, "KubeletHasNoDiskPressure", "StackPath sizes each workload".into()),
-                cond("PIDPressure", false, "KubeletHasSufficientPID", "StackPath sizes each workload".into()),
-                cond("NetworkUnavailable", false, "RouteCreated", "StackPath provides each workload's network".into()),
+                cond(
+                    "MemoryPressure",
+                    false,
+                    "KubeletHasSufficientMemory",
+                    "StackPath sizes each workload".into(),
+                ),
+                cond(
+                    "DiskPressure",
+                    false,
+                    "KubeletHasNoDiskPressure",
+                    "StackPath sizes each workload".into(),
+                ),
+                cond(
+                    "PIDPressure",
+                    false,
+                    "KubeletHasSufficientPID",
+                    "StackPath sizes each workload".into(),
+                ),
+                cond(
+                    "NetworkUnavailable",
+                    false,
+                    "RouteCreated",
+                    "StackPath provides each workload's network".into(),
+                ),
             ]),
             ..NodeStatus::default()
         }
@@ -150,7 +173,10 @@ impl NodeSettings {
 
     /// The status of a node whose daemon stopped: Ready Unknown-like False.
     pub fn stopped_status(&self, current: Option<&NodeStatus>) -> NodeStatus {
-        let mut s = self.status(Some("vk-stackpath stopped; workloads keep running at StackPath"), current);
+        let mut s = self.status(
+            Some("vk-stackpath stopped; workloads keep running at StackPath"),
+            current,
+        );
         if let Some(c) = s
             .conditions
             .as_mut()
@@ -205,9 +231,15 @@ mod tests {
         assert_eq!(labels["type"], "virtual-kubelet");
         assert_eq!(labels["topology.kubernetes.io/zone"], "DFW");
         let taint = &n.spec.unwrap().taints.unwrap()[0];
-        assert_eq!((taint.key.as_str(), taint.effect.as_str()), (TAINT_KEY, "NoSchedule"));
+        assert_eq!(
+            (taint.key.as_str(), taint.effect.as_str()),
+            (TAINT_KEY, "NoSchedule")
+        );
         let st = n.status.unwrap();
-        assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        assert_eq!(
+            st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            10250
+        );
         assert_eq!(st.capacity.unwrap()["pods"].0, "1000");
     }
 
@@ -226,9 +258,15 @@ mod tests {
         };
         assert_eq!(ready(&ok).status, "True");
         let again = s.status(None, Some(&ok));
-        assert_eq!(ready(&again).last_transition_time, ready(&ok).last_transition_time);
+        assert_eq!(
+            ready(&again).last_transition_time,
+            ready(&ok).last_transition_time
+        );
         let down = s.status(Some("StackPath answers 503"), Some(&ok));
         assert_eq!(ready(&down).status, "False");
-        assert_eq!(ready(&down).message.as_deref(), Some("StackPath answers 503"));
+        assert_eq!(
+            ready(&down).message.as_deref(),
+            Some("StackPath answers 503")
+        );
     }
 }

@@ -39,11 +39,13 @@ impl Events {
     }
 
     pub async fn normal(&self, pod: &Pod, reason: &str, action: &str, note: String) {
-        self.publish(pod, EventType::Normal, reason, action, note).await;
+        self.publish(pod, EventType::Normal, reason, action, note)
+            .await;
     }
 
     pub async fn warning(&self, pod: &Pod, reason: &str, action: &str, note: String) {
-        self.publish(pod, EventType::Warning, reason, action, note).await;
+        self.publish(pod, EventType::Warning, reason, action, note)
+            .await;
     }
 
     async fn publish(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {

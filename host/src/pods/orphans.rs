@@ -5,35 +5,69 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Api;
+use kube::api::ListParams;
 use tokio::time::Instant;
 
 use super::adopt::{self, label};
 use super::controller::Context;
 use crate::workload::{LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 
-/// Runs sweeps every `sweep_interval` until cancelled. Waits for the pod cache first: an
-/// empty cache at start would make every workload look orphaned.
-pub async fn run(ctx: Arc<Context>, store: Store<Pod>) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
+/// Runs sweeps every `sweep_interval` until cancelled.
+pub async fn run(ctx: Arc<Context>) {
+    tracing::debug!(every = ?ctx.timing.sweep_interval, grace = ?ctx.timing.orphan_grace, "orphan sweeps start");
     let mut first_seen: HashMap<String, Instant> = HashMap::new();
     loop {
-        if let Err(e) = sweep(&ctx, &store, &mut first_seen).await {
-            tracing::info!(error = %e, "orphan sweep failed; trying again next round");
+        match sweep(&ctx, &mut first_seen).await {
+            Ok(_) => {}
+            Err(SweepError::StackPath(e)) => {
+                tracing::info!(error = %e, "orphan sweep: cannot list workloads; trying again next round")
+            }
+            Err(SweepError::Kube(e)) => {
+                tracing::info!(error = %e, "orphan sweep: cannot list pods; trying again next round")
+            }
         }
         tokio::time::sleep(ctx.timing.sweep_interval).await;
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    StackPath(#[from] stackpath_client::Error),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// This node's pods, listed fresh from the API server (not from the watch cache: right after
+/// a start the cache may be empty, which would make every workload look orphaned).
+async fn node_pods(ctx: &Context) -> Result<HashSet<(String, String)>, kube::Error> {
+    let api: Api<Pod> = Api::all(ctx.kube.clone());
+    let lp = ListParams::default().fields(&format!("spec.nodeName={}", ctx.placement.node_name));
+    Ok(api
+        .list_metadata(&lp)
+        .await?
+        .items
+        .into_iter()
+        .map(|p| {
+            (
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 pub async fn sweep(
     ctx: &Context,
-    store: &Store<Pod>,
     first_seen: &mut HashMap<String, Instant>,
-) -> Result<usize, stackpath_client::Error> {
+) -> Result<usize, SweepError> {
     let workloads = adopt::node_workloads(ctx).await?;
+    let pods = node_pods(ctx).await?;
+    let exists = |ns: &str, name: &str| pods.contains(&(ns.to_owned(), name.to_owned()));
     let now = Instant::now();
     let mut orphans = HashMap::new();
     for w in &workloads {
@@ -44,12 +78,17 @@ pub async fn sweep(
         ) else {
             continue;
         };
-        if store.get(&ObjectRef::new(name).within(ns)).is_some() {
+        if exists(ns, name) {
             continue;
         }
         let since = *first_seen.get(id).unwrap_or(&now);
         orphans.insert(id.to_owned(), since);
     }
+    tracing::debug!(
+        workloads = workloads.len(),
+        orphans = orphans.len(),
+        "orphan sweep"
+    );
     let mut removed = 0;
     for (id, since) in &orphans {
         if now.duration_since(*since) < ctx.timing.orphan_grace {
@@ -59,14 +98,21 @@ pub async fn sweep(
         let pod = w.and_then(adopt::pod_key).unwrap_or_default();
         // Re-check right before deleting: the pod may have been created since the listing.
         let (ns, name) = pod.split_once('/').unwrap_or(("", ""));
-        if store.get(&ObjectRef::new(name).within(ns)).is_some() {
+        let pod_api: Api<Pod> = Api::namespaced(ctx.kube.clone(), ns);
+        if !matches!(pod_api.get_metadata_opt(name).await, Ok(None)) {
             continue;
         }
-        tracing::warn!(workload = id, pod, "deleting workload: its pod has been gone for longer than the orphan grace period");
+        tracing::warn!(
+            workload = id,
+            pod,
+            "deleting workload: its pod has been gone for longer than the orphan grace period"
+        );
         match ctx.stackpath.delete_workload(id).await {
             Ok(()) => removed += 1,
             Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::info!(workload = id, error = %e, "deleting orphan failed; retrying next sweep"),
+            Err(e) => {
+                tracing::info!(workload = id, error = %e, "deleting orphan failed; retrying next sweep")
+            }
         }
         ctx.tracker.remove(&pod);
     }

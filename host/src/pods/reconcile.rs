@@ -118,7 +118,11 @@ async fn fetch_objects(pod: &Pod, ctx: &Context) -> Result<Objects, kube::Error>
     Ok(objects)
 }
 
-async fn translate(pod: &Pod, ctx: &Context, objects: Objects) -> Result<Translated, TranslateError> {
+async fn translate(
+    pod: &Pod,
+    ctx: &Context,
+    objects: Objects,
+) -> Result<Translated, TranslateError> {
     let engine = ctx.policy.current();
     let placement = ctx.placement.clone();
     let pod = pod.clone();
@@ -152,14 +156,24 @@ fn rejection_message(ctx: &Context, e: &TranslateError) -> String {
     }
 }
 
-async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Result<Action, ReconcileError> {
+async fn create(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    t: &Tracked,
+) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
     let objects = match fetch_objects(pod, ctx).await {
         Ok(o) => o,
         Err(e) => {
-            return transient(pod, ctx, key, t, "KubernetesUnavailable", format!(
-                "cannot read the ConfigMaps/Secrets the pod refers to: {e}"
-            ))
+            return transient(
+                pod,
+                ctx,
+                key,
+                t,
+                "KubernetesUnavailable",
+                format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}"),
+            )
             .await;
         }
     };
@@ -190,7 +204,9 @@ async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Result<Acti
                     labels
                         .map(|l| format!(
                             "{}/{}",
-                            l.get(LABEL_POD_NAMESPACE).map(String::as_str).unwrap_or("?"),
+                            l.get(LABEL_POD_NAMESPACE)
+                                .map(String::as_str)
+                                .unwrap_or("?"),
                             l.get(LABEL_POD_NAME).map(String::as_str).unwrap_or("?")
                         ))
                         .unwrap_or_else(|| "unlabelled".into())
@@ -224,9 +240,14 @@ async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Result<Acti
             Ok(Action::requeue(fast))
         }
         Err(e) if e.is_transient() => {
-            transient(pod, ctx, key, t, reason::STACKPATH_UNAVAILABLE, format!(
-                "creating the StackPath workload `{slug}` failed and will be retried: {e}"
-            ))
+            transient(
+                pod,
+                ctx,
+                key,
+                t,
+                reason::STACKPATH_UNAVAILABLE,
+                format!("creating the StackPath workload `{slug}` failed and will be retried: {e}"),
+            )
             .await
         }
         Err(e) => {
@@ -247,9 +268,14 @@ async fn update(
     let objects = match fetch_objects(pod, ctx).await {
         Ok(o) => o,
         Err(e) => {
-            return transient(pod, ctx, key, t, "KubernetesUnavailable", format!(
-                "cannot read the ConfigMaps/Secrets the pod refers to: {e}"
-            ))
+            return transient(
+                pod,
+                ctx,
+                key,
+                t,
+                "KubernetesUnavailable",
+                format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}"),
+            )
             .await;
         }
     };
@@ -281,20 +307,35 @@ async fn update(
                 t.next_poll = Instant::now() + fast;
             });
             ctx.events
-                .normal(pod, reason::UPDATED, "Update", format!("updated the workload's images: {note}"))
+                .normal(
+                    pod,
+                    reason::UPDATED,
+                    "Update",
+                    format!("updated the workload's images: {note}"),
+                )
                 .await;
             Ok(Action::requeue(fast))
         }
         Err(e) if e.is_not_found() => workload_gone(pod, ctx, key, workload_id).await,
         Err(e) if e.is_transient() => {
-            transient(pod, ctx, key, t, reason::STACKPATH_UNAVAILABLE, format!(
-                "updating the StackPath workload failed and will be retried: {e}"
-            ))
+            transient(
+                pod,
+                ctx,
+                key,
+                t,
+                reason::STACKPATH_UNAVAILABLE,
+                format!("updating the StackPath workload failed and will be retried: {e}"),
+            )
             .await
         }
         Err(e) => {
             ctx.events
-                .warning(pod, reason::PROVIDER_FAILED, "Update", format!("StackPath refused the update: {e}"))
+                .warning(
+                    pod,
+                    reason::PROVIDER_FAILED,
+                    "Update",
+                    format!("StackPath refused the update: {e}"),
+                )
                 .await;
             ctx.tracker.with(key, fast, |t| t.images = images(pod));
             Ok(Action::requeue(fast))
@@ -302,7 +343,13 @@ async fn update(
     }
 }
 
-async fn poll(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Tracked) -> Result<Action, ReconcileError> {
+async fn poll(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    workload_id: &str,
+    t: &Tracked,
+) -> Result<Action, ReconcileError> {
     let pacing = ctx.pacing();
     let instances = match ctx.stackpath.list_all_instances(workload_id).await {
         Ok(list) => list,
@@ -363,7 +410,9 @@ async fn transient(
     let wait = backoff(t.failures);
     tracing::info!(pod = key, retry_in = ?wait, "{message}");
     if !t.transient_reported {
-        ctx.events.warning(pod, why, "Create", message.clone()).await;
+        ctx.events
+            .warning(pod, why, "Create", message.clone())
+            .await;
     }
     ctx.tracker.with(key, ctx.timing.fast, |t| {
         t.failures += 1;
@@ -374,21 +423,36 @@ async fn transient(
 }
 
 /// Fails the pod for good, with an Event; the daemon runs nothing for it.
-async fn fail(pod: &Pod, ctx: &Context, key: &str, why: &str, message: &str) -> Result<Action, ReconcileError> {
+async fn fail(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    why: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
     tracing::warn!(pod = key, reason = why, "{message}");
-    ctx.events.warning(pod, why, "Create", message.to_owned()).await;
+    ctx.events
+        .warning(pod, why, "Create", message.to_owned())
+        .await;
     write_status(pod, ctx, status::failed(pod, why, message, &ctx.host_ip)).await?;
-    ctx.tracker.with(key, ctx.timing.fast, |t| t.finished = true);
+    ctx.tracker
+        .with(key, ctx.timing.fast, |t| t.finished = true);
     Ok(Action::await_change())
 }
 
-async fn workload_gone(pod: &Pod, ctx: &Context, key: &str, workload_id: &str) -> Result<Action, ReconcileError> {
+async fn workload_gone(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    workload_id: &str,
+) -> Result<Action, ReconcileError> {
     let slug = identity(pod, ctx).slug().unwrap_or_default();
     let message = format!(
         "the StackPath workload `{slug}` (id {workload_id}) was deleted outside Kubernetes; \
          delete this pod to run it again (a Deployment or Job replaces it by itself)"
     );
-    ctx.tracker.with(key, ctx.timing.fast, |t| t.workload_id = None);
+    ctx.tracker
+        .with(key, ctx.timing.fast, |t| t.workload_id = None);
     fail(pod, ctx, key, reason::WORKLOAD_DELETED, &message).await
 }
 
@@ -399,7 +463,11 @@ async fn write_status(pod: &Pod, ctx: &Context, new: PodStatus) -> Result<(), Re
     let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &pod.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": new });
     match api
-        .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -414,15 +482,18 @@ async fn write_status(pod: &Pod, ctx: &Context, new: PodStatus) -> Result<(), Re
 async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
     let mut t = ctx.tracker.get(key);
-    if t.as_ref().is_none_or(|t| t.workload_id.is_none() && t.uid.is_none()) {
+    if t.as_ref()
+        .is_none_or(|t| t.workload_id.is_none() && t.uid.is_none())
+    {
         // Never seen by this process (e.g. deleted while the daemon was down): ask StackPath.
         if let Ok(slug) = identity(pod, ctx).slug()
             && let Ok(Some(w)) = ctx.stackpath.find_workload_by_slug(&slug).await
-            && w.metadata.as_ref().is_some_and(|m| {
-                m.labels.get(LABEL_POD_NAME) == Some(&pod.name_any())
-            })
+            && w.metadata
+                .as_ref()
+                .is_some_and(|m| m.labels.get(LABEL_POD_NAME) == Some(&pod.name_any()))
         {
-            ctx.tracker.with(key, fast, |t| t.workload_id = w.id.clone());
+            ctx.tracker
+                .with(key, fast, |t| t.workload_id = w.id.clone());
             t = ctx.tracker.get(key);
         }
     }
@@ -447,10 +518,16 @@ async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, Reconcile
                     }
                 }
                 ctx.events
-                    .normal(pod, reason::DELETING, "Delete", format!("deleting StackPath workload {id}"))
+                    .normal(
+                        pod,
+                        reason::DELETING,
+                        "Delete",
+                        format!("deleting StackPath workload {id}"),
+                    )
                     .await;
                 let now = Instant::now();
-                ctx.tracker.with(key, fast, |t| t.deleting_since = Some(now));
+                ctx.tracker
+                    .with(key, fast, |t| t.deleting_since = Some(now));
                 now
             }
         };
@@ -462,7 +539,11 @@ async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, Reconcile
             return Ok(Action::requeue(fast));
         }
         if !gone {
-            tracing::warn!(pod = key, workload = id, "StackPath still lists the workload after the grace period; removing the pod anyway");
+            tracing::warn!(
+                pod = key,
+                workload = id,
+                "StackPath still lists the workload after the grace period; removing the pod anyway"
+            );
         }
     }
     let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &pod.namespace().unwrap_or_default());
@@ -484,7 +565,12 @@ async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, Reconcile
 }
 
 /// The tracked workload belongs to an earlier pod of the same name: delete it first.
-async fn replace_stale(pod: &Pod, ctx: &Context, key: &str, t: Tracked) -> Result<Action, ReconcileError> {
+async fn replace_stale(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    t: Tracked,
+) -> Result<Action, ReconcileError> {
     if let Some(id) = &t.workload_id {
         match ctx.stackpath.delete_workload(id).await {
             Ok(()) => {}

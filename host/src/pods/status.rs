@@ -97,7 +97,9 @@ fn container_state(s: Option<&SpContainerStatus>) -> (ContainerState, bool) {
                 .and_then(to_time);
             (
                 ContainerState {
-                    running: Some(ContainerStateRunning { started_at: started }),
+                    running: Some(ContainerStateRunning {
+                        started_at: started,
+                    }),
                     ..ContainerState::default()
                 },
                 true,
@@ -178,7 +180,9 @@ pub fn from_instance(pod: &Pod, instance: Option<&Instance>, host_ip: &str) -> P
     let phase = pod_phase(instance.and_then(|i| i.phase));
     let main = container_statuses(
         &names_images(&spec.containers),
-        instance.map(|i| i.container_statuses.as_slice()).unwrap_or_default(),
+        instance
+            .map(|i| i.container_statuses.as_slice())
+            .unwrap_or_default(),
     );
     let init = container_statuses(
         &names_images(spec.init_containers.as_deref().unwrap_or_default()),
@@ -209,7 +213,11 @@ pub fn from_instance(pod: &Pod, instance: Option<&Instance>, host_ip: &str) -> P
     } else {
         not_ready_reason
     };
-    let ready_msg = if terminal { None } else { not_ready_msg.clone() };
+    let ready_msg = if terminal {
+        None
+    } else {
+        not_ready_msg.clone()
+    };
     let mut conditions = vec![
         condition(&conds, "PodScheduled", true, None, None),
         condition(
@@ -219,7 +227,13 @@ pub fn from_instance(pod: &Pod, instance: Option<&Instance>, host_ip: &str) -> P
             (!init_done).then_some("ContainersNotInitialized"),
             None,
         ),
-        condition(&conds, "ContainersReady", all_ready, ready_reason, ready_msg.clone()),
+        condition(
+            &conds,
+            "ContainersReady",
+            all_ready,
+            ready_reason,
+            ready_msg.clone(),
+        ),
         condition(&conds, "Ready", all_ready, ready_reason, ready_msg),
         condition(&conds, CONDITION_WORKLOAD, true, None, None),
     ];
@@ -356,11 +370,7 @@ pub fn differs(pod: &Pod, new: &PodStatus) -> bool {
 pub fn is_settled(status: &PodStatus) -> bool {
     match status.phase.as_deref() {
         Some("Succeeded" | "Failed") => true,
-        Some("Running") => status
-            .container_statuses
-            .iter()
-            .flatten()
-            .all(|c| c.ready),
+        Some("Running") => status.container_statuses.iter().flatten().all(|c| c.ready),
         _ => false,
     }
 }
@@ -391,7 +401,9 @@ mod tests {
             container_statuses: vec![SpContainerStatus {
                 name: Some("app".into()),
                 phase: Some(ContainerPhase::Running),
-                running: Some(SpRunning { started_at: Some(t) }),
+                running: Some(SpRunning {
+                    started_at: Some(t),
+                }),
                 ready: Some(true),
                 restart_count: Some(2),
                 ..SpContainerStatus::default()
@@ -444,7 +456,12 @@ mod tests {
 
     #[test]
     fn failed_pod_keeps_reason_and_message() {
-        let s = failed(&pod(), REASON_PROVIDER_FAILED, "spec.containers[0]: bad", "192.0.2.1");
+        let s = failed(
+            &pod(),
+            REASON_PROVIDER_FAILED,
+            "spec.containers[0]: bad",
+            "192.0.2.1",
+        );
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         assert_eq!(s.reason.as_deref(), Some("ProviderFailed"));
         assert!(!is_settled(&PodStatus::default()));

@@ -90,7 +90,9 @@ impl Tracker {
     /// Runs `f` on the pod's entry, creating it if needed.
     pub fn with<R>(&self, key: &str, fast: Duration, f: impl FnOnce(&mut Tracked) -> R) -> R {
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        f(pods.entry(key.to_owned()).or_insert_with(|| Tracked::new(fast)))
+        f(pods
+            .entry(key.to_owned())
+            .or_insert_with(|| Tracked::new(fast)))
     }
 
     pub fn get(&self, key: &str) -> Option<Tracked> {
@@ -104,7 +106,13 @@ impl Tracker {
     }
 
     /// Records a workload found at start, before the pod's first pass.
-    pub fn adopt(&self, key: &str, fast: Duration, workload_id: String, images: Vec<(String, String)>) {
+    pub fn adopt(
+        &self,
+        key: &str,
+        fast: Duration,
+        workload_id: String,
+        images: Vec<(String, String)>,
+    ) {
         self.with(key, fast, |t| {
             t.workload_id = Some(workload_id);
             t.images = images;
@@ -122,7 +130,9 @@ impl Tracker {
     /// Workload ids of every tracked pod (the orphan sweep must never touch these).
     pub fn workload_ids(&self) -> Vec<String> {
         let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
-        pods.values().filter_map(|t| t.workload_id.clone()).collect()
+        pods.values()
+            .filter_map(|t| t.workload_id.clone())
+            .collect()
     }
 }
 

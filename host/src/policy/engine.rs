@@ -298,12 +298,13 @@ fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
     config.epoch_interruption(true);
     let slots = limits.max_concurrent.max(1);
     let mut pool = PoolingAllocationConfig::default();
-    // A wasip2 component holds a few core instances (the program, the WASI adapter, shims),
-    // each with a memory and tables; leave room for that per slot.
+    // A Rust wasip2 component holds a few core instances (the program, the WASI adapter,
+    // shims); a componentize-py one about 40 (CPython and its extension modules). Leave room
+    // for that per slot: unused pool entries cost address space only.
     pool.total_component_instances(slots);
-    pool.total_core_instances(slots * 16);
+    pool.total_core_instances(slots * 64);
     pool.total_memories(slots * 4);
-    pool.total_tables(slots * 16);
+    pool.total_tables(slots * 64);
     pool.max_memory_size(limits.memory_bytes);
     // Between calls a slot's memory is reset to its initial image. Where the kernel has
     // PAGEMAP_SCAN (Linux 6.7+), only the pages the call dirtied within the first

@@ -74,9 +74,9 @@ impl CallState {
             limiter: Limiter {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(limits.memory_bytes)
-                    .instances(32)
-                    .tables(64)
-                    .memories(8)
+                    .instances(128)
+                    .tables(256)
+                    .memories(16)
                     .table_elements(100_000)
                     .trap_on_grow_failure(true)
                     .build(),

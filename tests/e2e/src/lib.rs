@@ -36,7 +36,14 @@ pub fn binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--quiet", "-p", "vk-stackpath", "--bin", "vk-stackpath"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "vk-stackpath",
+                "--bin",
+                "vk-stackpath",
+            ])
             .current_dir(workspace())
             .status()
             .expect("running cargo build for vk-stackpath");
@@ -120,6 +127,8 @@ pub struct Env {
     pub admin: kube::Client,
     pub node: String,
     pub dir: PathBuf,
+    /// The log of the daemon started last, quoted when a wait fails.
+    last_log: std::sync::Mutex<Option<PathBuf>>,
 }
 
 pub fn emulator_config() -> EmulatorConfig {
@@ -152,6 +161,7 @@ impl Env {
             ns,
             admin,
             dir,
+            last_log: Default::default(),
         })
     }
 
@@ -184,12 +194,17 @@ impl Env {
         self.start_daemon_with(&self.node, |_| {}).await
     }
 
-    pub async fn start_daemon_with(&self, node: &str, adjust: impl FnOnce(&mut Command)) -> Result<Daemon> {
+    pub async fn start_daemon_with(
+        &self,
+        node: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Daemon> {
         let (mut cmd, metrics) = self.daemon_command(node);
         adjust(&mut cmd);
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.join(format!("daemon-{node}-{n}.log"));
         let file = std::fs::File::create(&log)?;
+        *self.last_log.lock().unwrap() = Some(log.clone());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -207,14 +222,20 @@ impl Env {
             if let Some(c) = daemon.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                bail!("the daemon exited ({status}) at start:\n{}", daemon.log_text());
+                bail!(
+                    "the daemon exited ({status}) at start:\n{}",
+                    daemon.log_text()
+                );
             }
             if self.node_ready(node).await {
                 return Ok(daemon);
             }
             if Instant::now() > deadline {
                 daemon.kill();
-                bail!("node {node} not Ready after 60 s; daemon log:\n{}", daemon.log_text());
+                bail!(
+                    "node {node} not Ready after 60 s; daemon log:\n{}",
+                    daemon.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -259,7 +280,10 @@ impl Env {
             .write_all(manifest.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kubectl apply failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -286,13 +310,28 @@ impl Env {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "pod {name} did not reach the expected state in {timeout:?}; last status: {}",
+                    "pod {name} did not reach the expected state in {timeout:?}; last status: {}\n{}",
                     last.map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default())
-                        .unwrap_or_else(|| "no pod".into())
+                        .unwrap_or_else(|| "no pod".into()),
+                    self.daemon_log_tail(80)
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The last `n` lines of the most recently started daemon's log.
+    pub fn daemon_log_tail(&self, n: usize) -> String {
+        let Some(path) = self.last_log.lock().unwrap().clone() else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- daemon log ({}), last {n} lines ---\n{}",
+            path.display(),
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        )
     }
 
     pub async fn wait_gone(&self, name: &str, timeout: Duration) -> Result<()> {
@@ -308,13 +347,9 @@ impl Env {
 
     /// A StackPath client on the emulator (the test's view of StackPath).
     pub fn stackpath(&self) -> stackpath_client::Client {
-        let config = stackpath_client::Config::new(
-            &self.emulator.base_url,
-            STACK,
-            CLIENT_ID,
-            CLIENT_SECRET,
-        )
-        .expect("client config");
+        let config =
+            stackpath_client::Config::new(&self.emulator.base_url, STACK, CLIENT_ID, CLIENT_SECRET)
+                .expect("client config");
         stackpath_client::Client::new(config).expect("client")
     }
 

@@ -36,7 +36,11 @@ async fn wrong_secret_city_or_stack_is_named() -> anyhow::Result<()> {
     let cases = [
         ("SP_CLIENT_SECRET", "wrong-secret-value", "SP_CLIENT_SECRET"),
         ("SP_CITY_CODE", "xyz", "SP_CITY_CODE `XYZ`"),
-        ("SP_STACK_ID", "someone-elses-stack", "SP_STACK_ID `someone-elses-stack`"),
+        (
+            "SP_STACK_ID",
+            "someone-elses-stack",
+            "SP_STACK_ID `someone-elses-stack`",
+        ),
     ];
     for (var, value, needle) in cases {
         let (mut cmd, _) = env.daemon_command(&env.node);
@@ -44,8 +48,14 @@ async fn wrong_secret_city_or_stack_is_named() -> anyhow::Result<()> {
         let (ok, text) = tokio::task::spawn_blocking(move || run_to_exit(cmd)).await?;
         assert!(!ok, "{var}={value} must be refused");
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
-        assert!(!text.contains("wrong-secret-value"), "secret printed:\n{text}");
-        assert!(!text.contains(e2e::CLIENT_SECRET), "secret printed:\n{text}");
+        assert!(
+            !text.contains("wrong-secret-value"),
+            "secret printed:\n{text}"
+        );
+        assert!(
+            !text.contains(e2e::CLIENT_SECRET),
+            "secret printed:\n{text}"
+        );
     }
     // Nothing was registered by the refused starts.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -49,7 +49,12 @@ async fn failing_instances_fail_the_pod() -> anyhow::Result<()> {
         fail_new_instances: true,
         ..Faults::default()
     });
-    env.apply(&pod_yaml("doomed", &env.node, "nginx:1.27", "  restartPolicy: Never\n"))?;
+    env.apply(&pod_yaml(
+        "doomed",
+        &env.node,
+        "nginx:1.27",
+        "  restartPolicy: Never\n",
+    ))?;
     let pod = env
         .wait_pod("doomed", Duration::from_secs(60), |p| phase(p) == "Failed")
         .await?;

@@ -58,7 +58,10 @@ async fn standby_takes_over_within_15s() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("standby took over {:.1?} after the leader died", killed.elapsed());
+    eprintln!(
+        "standby took over {:.1?} after the leader died",
+        killed.elapsed()
+    );
     env.apply(&pod_yaml("after", &node, "nginx:1.27", ""))?;
     env.wait_pod("after", Duration::from_secs(60), |p| phase(p) == "Running")
         .await?;

@@ -36,7 +36,10 @@ async fn web_pod_runs_then_deletion_removes_its_workload() -> anyhow::Result<()>
     let labels = &workloads[0].metadata.as_ref().unwrap().labels;
     assert_eq!(labels["vk-pod-name"], "web");
     assert_eq!(labels["vk-pod-namespace"], env.ns);
-    assert_eq!(workloads[0].slug.as_deref(), Some(format!("{}-web", env.ns).as_str()));
+    assert_eq!(
+        workloads[0].slug.as_deref(),
+        Some(format!("{}-web", env.ns).as_str())
+    );
 
     let events = env.events("web").await?;
     assert!(
@@ -45,7 +48,10 @@ async fn web_pod_runs_then_deletion_removes_its_workload() -> anyhow::Result<()>
     );
     // `kubectl get pods -o wide` shows the node and the IP.
     let wide = String::from_utf8(env.kubectl(&["get", "pod", "web", "-o", "wide"]).stdout)?;
-    assert!(wide.contains(&env.node) && wide.contains("Running"), "{wide}");
+    assert!(
+        wide.contains(&env.node) && wide.contains("Running"),
+        "{wide}"
+    );
 
     let out = env.kubectl(&["delete", "pod", "web", "--wait=false"]);
     assert!(out.status.success());
@@ -60,7 +66,9 @@ async fn rejected_pod_fails_with_provider_failed_and_an_event() -> anyhow::Resul
     let env = Env::start("rejected").await?;
     let daemon = env.start_daemon().await?;
     env.apply(&example("rejected.yaml", &env.node))?;
-    let pod = env.wait_pod("rejected", T, |p| phase(p) == "Failed").await?;
+    let pod = env
+        .wait_pod("rejected", T, |p| phase(p) == "Failed")
+        .await?;
     let status = pod.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("ProviderFailed"));
     let message = status.message.unwrap_or_default();
@@ -70,12 +78,18 @@ async fn rejected_pod_fails_with_provider_failed_and_an_event() -> anyhow::Resul
     );
     let events = env.events("rejected").await?;
     assert!(
-        events.iter().any(|e| e.starts_with("ProviderFailed:") && e.contains("livenessProbe")),
+        events
+            .iter()
+            .any(|e| e.starts_with("ProviderFailed:") && e.contains("livenessProbe")),
         "{events:?}"
     );
     assert!(env.workloads().await?.is_empty());
     // A failed pod is still deleted cleanly.
-    assert!(env.kubectl(&["delete", "pod", "rejected", "--wait=false"]).status.success());
+    assert!(
+        env.kubectl(&["delete", "pod", "rejected", "--wait=false"])
+            .status
+            .success()
+    );
     env.wait_gone("rejected", T).await?;
     assert_no_forbidden(&daemon.log_text());
     Ok(())
@@ -91,23 +105,32 @@ async fn secret_env_and_pull_secret_reach_the_workload_but_not_the_logs() -> any
     ))?;
     env.apply(&objects)?;
     env.apply(&example("secret-env.yaml", &env.node))?;
-    env.wait_pod("private-app", T, |p| phase(p) == "Running").await?;
+    env.wait_pod("private-app", T, |p| phase(p) == "Running")
+        .await?;
     let w = env.workloads().await?;
     assert_eq!(w.len(), 1);
     let spec = w[0].spec.as_ref().unwrap();
     let app = &spec.containers["app"];
     assert!(
-        app.env.get("API_TOKEN").is_some_and(|e| e.secret_value.is_some() || e.value.is_none()),
+        app.env
+            .get("API_TOKEN")
+            .is_some_and(|e| e.secret_value.is_some() || e.value.is_none()),
         "API_TOKEN must be a secretValue: {:?}",
         app.env
     );
-    assert!(!spec.image_pull_credentials.is_empty(), "no pull credentials");
+    assert!(
+        !spec.image_pull_credentials.is_empty(),
+        "no pull credentials"
+    );
     let log = daemon.log_text();
     for secret in ["example-token-not-real", "example-password"] {
         assert!(!log.contains(secret), "secret `{secret}` in the daemon log");
     }
     for e in env.events("private-app").await? {
-        assert!(!e.contains("example-token-not-real"), "secret in an event: {e}");
+        assert!(
+            !e.contains("example-token-not-real"),
+            "secret in an event: {e}"
+        );
     }
     assert_no_forbidden(&log);
     Ok(())
@@ -117,10 +140,19 @@ async fn secret_env_and_pull_secret_reach_the_workload_but_not_the_logs() -> any
 async fn image_change_updates_the_workload() -> anyhow::Result<()> {
     let env = Env::start("update").await?;
     let daemon = env.start_daemon().await?;
-    env.apply(&pod_yaml("app", &env.node, "nginx:1.26", "      command: [nginx]\n"))?;
+    env.apply(&pod_yaml(
+        "app",
+        &env.node,
+        "nginx:1.26",
+        "      command: [nginx]\n",
+    ))?;
     env.wait_pod("app", T, |p| phase(p) == "Running").await?;
     let out = env.kubectl(&["set", "image", "pod/app", "app=nginx:1.27"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = std::time::Instant::now() + T;
     loop {
         let w = env.workloads().await?;
@@ -128,12 +160,22 @@ async fn image_change_updates_the_workload() -> anyhow::Result<()> {
         if image.as_deref() == Some("nginx:1.27") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "workload image still {image:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workload image still {image:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(env.workloads().await?.len(), 1, "an update must not add a workload");
+    assert_eq!(
+        env.workloads().await?.len(),
+        1,
+        "an update must not add a workload"
+    );
     let events = env.events("app").await?;
-    assert!(events.iter().any(|e| e.starts_with("WorkloadUpdated:")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("WorkloadUpdated:")),
+        "{events:?}"
+    );
     assert_no_forbidden(&daemon.log_text());
     Ok(())
 }
@@ -156,7 +198,12 @@ async fn workload_deleted_behind_our_back_fails_the_pod() -> anyhow::Result<()> 
     let pod = env.wait_pod("app", T, |p| phase(p) == "Failed").await?;
     let status = pod.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("WorkloadDeleted"));
-    assert!(status.message.unwrap_or_default().contains("deleted outside Kubernetes"));
+    assert!(
+        status
+            .message
+            .unwrap_or_default()
+            .contains("deleted outside Kubernetes")
+    );
     // The daemon does not quietly recreate it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(env.workloads().await?.is_empty());
@@ -186,8 +233,13 @@ spec:
         node = env.node
     );
     env.apply(&manifest)?;
-    let pod = env.wait_pod("scheduled", T, |p| phase(p) == "Running").await?;
-    assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(env.node.as_str()));
+    let pod = env
+        .wait_pod("scheduled", T, |p| phase(p) == "Running")
+        .await?;
+    assert_eq!(
+        pod.spec.unwrap().node_name.as_deref(),
+        Some(env.node.as_str())
+    );
     assert_no_forbidden(&daemon.log_text());
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use e2e::{CITY, Env, phase, pod_yaml};
 use stackpath_client::model::{
-    ContainerSpec, DeploymentSpec, MatchExpression, Metadata, Target, TargetSpec, Workload,
-    WorkloadSpec,
+    ContainerSpec, DeploymentSpec, MatchExpression, Metadata, ResourceRequirements, Target,
+    TargetSpec, Workload, WorkloadSpec,
 };
 
 use crate::assert_no_forbidden;
@@ -33,6 +33,13 @@ fn go_provider_workload(ns: &str, pod: &str, node: &str) -> Workload {
                 "app".to_string(),
                 ContainerSpec {
                     image: Some("nginx:1.27".into()),
+                    resources: Some(ResourceRequirements {
+                        requests: BTreeMap::from([
+                            ("cpu".to_string(), "1".to_string()),
+                            ("memory".to_string(), "2Gi".to_string()),
+                        ]),
+                        ..ResourceRequirements::default()
+                    }),
                     ..ContainerSpec::default()
                 },
             )]),
@@ -63,6 +70,9 @@ fn go_provider_workload(ns: &str, pod: &str, node: &str) -> Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_go_provider_workloads_without_duplicates() -> anyhow::Result<()> {
     let env = Env::start("adopt").await?;
+    // The node exists (as under the Go provider); a pod bound to a missing node would be
+    // garbage-collected by the control plane.
+    env.start_daemon().await?.kill();
     let existing = env
         .stackpath()
         .create_workload(&go_provider_workload(&env.ns, "legacy", &env.node))
@@ -72,10 +82,17 @@ async fn adopts_go_provider_workloads_without_duplicates() -> anyhow::Result<()>
     let daemon = env.start_daemon().await?;
     env.wait_pod("legacy", T, |p| phase(p) == "Running").await?;
     let w = env.workloads().await?;
-    assert_eq!(w.len(), 1, "adoption must not create a second workload: {w:?}");
+    assert_eq!(
+        w.len(),
+        1,
+        "adoption must not create a second workload: {w:?}"
+    );
     assert_eq!(w[0].id, existing.id);
     let events = env.events("legacy").await?;
-    assert!(!events.iter().any(|e| e.starts_with("WorkloadCreated:")), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.starts_with("WorkloadCreated:")),
+        "{events:?}"
+    );
     assert_no_forbidden(&daemon.log_text());
     Ok(())
 }
@@ -98,7 +115,11 @@ async fn sigkill_mid_creation_leaves_no_duplicates_and_no_orphans() -> anyhow::R
 
     // While the daemon is down, one pod is force-deleted: its workload (if any) is an orphan.
     let out = env.kubectl(&["delete", "pod", "p0", "--grace-period=0", "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let daemon = env.start_daemon().await?;
     for n in &names[1..] {
@@ -110,13 +131,17 @@ async fn sigkill_mid_creation_leaves_no_duplicates_and_no_orphans() -> anyhow::R
         let w = env.workloads().await?;
         let slugs: BTreeSet<String> = w.iter().filter_map(|w| w.slug.clone()).collect();
         assert_eq!(slugs.len(), w.len(), "duplicate workloads: {w:?}");
-        let want: BTreeSet<String> = names[1..].iter().map(|n| format!("{}-{n}", env.ns)).collect();
+        let want: BTreeSet<String> = names[1..]
+            .iter()
+            .map(|n| format!("{}-{n}", env.ns))
+            .collect();
         if slugs == want {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "workloads {slugs:?}, want exactly {want:?}"
+            "workloads {slugs:?}, want exactly {want:?}; daemon log:\n{}",
+            daemon.log_text()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
