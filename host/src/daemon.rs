@@ -39,6 +39,8 @@ pub struct DaemonConfig {
     pub rate_limit: RateLimit,
     /// How often the policy file is checked for changes.
     pub policy_reload: Duration,
+    /// The kubelet API (logs, exec, stats).
+    pub kubelet: vk_kubelet::KubeletConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +255,22 @@ pub async fn run(
     }
     let controller = pods::controller::controller(kube.clone(), &config.node.name);
     let store = controller.store();
+    let locator = Arc::new(pods::locator::Locator {
+        store: store.clone(),
+        ctx: ctx.clone(),
+    });
+    {
+        // Serves in the background: a bootstrapped certificate waits for CSR approval, which
+        // must not hold up the pods.
+        let kubelet = config.kubelet.clone();
+        let (sp, kube) = (client.clone(), kube.clone());
+        let stopped = stopped();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, stopped).await {
+                tracing::error!(error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
+            }
+        }));
+    }
     background.push(tokio::spawn(pods::orphans::run(ctx.clone())));
     background.push(tokio::spawn(policy.clone().watch(config.policy_reload)));
     background.push(tokio::spawn(gauge_loop(ctx.clone(), store.clone())));

@@ -94,6 +94,42 @@ pub struct RunArgs {
     /// This replica's identity in the election [default: $POD_NAME or the host name].
     #[arg(long, env = "POD_NAME")]
     leader_elect_identity: Option<String>,
+    /// Address the kubelet API listens on (its port is KUBELET_PORT).
+    #[arg(long, default_value = "0.0.0.0")]
+    kubelet_address: std::net::IpAddr,
+    /// Serving certificate of the kubelet API (PEM); without it, one is requested through a
+    /// `kubernetes.io/kubelet-serving` CertificateSigningRequest and rotated before expiry.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA bundle of the API server's kubelet client certificate (client certificate auth).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Extra DNS names in the serving certificate request.
+    #[arg(long = "node-dns-name")]
+    node_dns_names: Vec<String>,
+    /// Accept every caller of the kubelet API without authentication or authorization.
+    #[arg(long)]
+    insecure_kubelet_no_auth: bool,
+    /// StackPath container console host (exec).
+    #[arg(long, default_value = vk_kubelet::DEFAULT_CONSOLE_HOST)]
+    console_host: String,
+    /// StackPath container console port.
+    #[arg(long, default_value_t = vk_kubelet::DEFAULT_CONSOLE_PORT)]
+    console_port: u16,
+    /// The console's SSH host key, pinned: an OpenSSH public key line or a SHA256:
+    /// fingerprint (repeatable).
+    #[arg(long = "console-host-key")]
+    console_host_keys: Vec<String>,
+    /// A known_hosts file holding the console's host key [default: ~/.ssh/known_hosts when
+    /// no key is pinned].
+    #[arg(long)]
+    console_known_hosts: Option<PathBuf>,
+    /// Accept any console host key (as the Go provider did): exec sessions can be intercepted.
+    #[arg(long)]
+    insecure_console_host_key: bool,
     /// A standby takes over this long after the leader stopped renewing.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     leader_elect_lease_duration: Duration,
@@ -195,6 +231,54 @@ impl RunArgs {
             duration: lease_duration,
             renew: lease_duration / 5,
         });
+        let host_key = if self.insecure_console_host_key {
+            vk_kubelet::HostKeyPolicy::InsecureAcceptAny
+        } else if !self.console_host_keys.is_empty() {
+            vk_kubelet::HostKeyPolicy::Pinned(self.console_host_keys.clone())
+        } else {
+            vk_kubelet::HostKeyPolicy::KnownHosts(self.console_known_hosts.clone().unwrap_or_else(
+                || {
+                    std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .unwrap_or_default()
+                        .join(".ssh/known_hosts")
+                },
+            ))
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_private_key_file) {
+            (Some(cert), Some(key)) => vk_kubelet::TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => vk_kubelet::TlsSource::Bootstrap(vk_kubelet::CsrBootstrap {
+                ips: node.internal_ip.parse().into_iter().collect(),
+                dns_names: std::iter::once(name.clone())
+                    .chain(self.node_dns_names.iter().cloned())
+                    .collect(),
+                ..vk_kubelet::CsrBootstrap::default()
+            }),
+        };
+        let kubelet = vk_kubelet::KubeletConfig {
+            listen: SocketAddr::new(self.kubelet_address, self.kubelet_port),
+            node_name: name.clone(),
+            tls,
+            client_ca_file: self.client_ca_file.clone(),
+            auth: if self.insecure_kubelet_no_auth {
+                vk_kubelet::AuthMode::InsecureNone
+            } else {
+                vk_kubelet::AuthMode::Enabled
+            },
+            console: vk_kubelet::ConsoleConfig {
+                host: self.console_host.clone(),
+                port: self.console_port,
+                stack_id: stackpath.stack_id.clone(),
+                client_id: stackpath.client_id.clone(),
+                client_secret: stackpath.client_secret.clone(),
+                host_key,
+                connect_timeout: Duration::from_secs(10),
+            },
+            limits: vk_kubelet::Limits::default(),
+        };
         let mut limits = self.policy.limits();
         // The daemon translates many pods at once.
         limits.max_concurrent = 16;
@@ -219,6 +303,7 @@ impl RunArgs {
                 burst: self.stackpath_burst.max(1),
             },
             policy_reload: Duration::from_secs(10),
+            kubelet,
         })
     }
 }

@@ -90,7 +90,11 @@ async fn write_status(
     problem: Option<&str>,
     current: Option<&k8s_openapi::api::core::v1::NodeStatus>,
 ) -> Result<Node, kube::Error> {
-    let patch = serde_json::json!({ "status": settings.status(problem, current) });
+    let mut patch = serde_json::json!({ "status": settings.status(problem, current) });
+    // Declares what the kubelet API speaks (WebSocket streams: ExtendWebSocketsToKubelet);
+    // API servers that do not know the field drop it.
+    patch["status"]["declaredFeatures"] =
+        vk_kubelet::declared_features_patch()["status"]["declaredFeatures"].clone();
     nodes
         .patch_status(
             &settings.name,

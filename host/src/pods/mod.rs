@@ -8,10 +8,12 @@
 //! - [`orphans`]: workloads whose pod is gone, removed after a grace window.
 //! - [`status`]: instance → pod status, pure.
 //! - [`events`]: Events (events.k8s.io/v1) with reasons.
+//! - [`locator`]: where a pod's container runs, for the kubelet API.
 
 pub mod adopt;
 pub mod controller;
 pub mod events;
+pub mod locator;
 pub mod orphans;
 pub mod reconcile;
 pub mod status;

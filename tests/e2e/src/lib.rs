@@ -149,7 +149,9 @@ impl Env {
 
     pub async fn start_with(test: &str, config: EmulatorConfig) -> Result<Env> {
         let cluster = tokio::task::spawn_blocking(Cluster::shared).await?;
-        let emulator = stackpath_emulator::start(config, "127.0.0.1:0".parse()?, None).await?;
+        let emulator =
+            stackpath_emulator::start(config, "127.0.0.1:0".parse()?, Some("127.0.0.1:0".parse()?))
+                .await?;
         let ns = cluster.new_namespace().await?;
         let admin = cluster.admin_client().await?;
         let dir = cluster.dir().join("e2e").join(&ns);
@@ -177,7 +179,18 @@ impl Env {
             .args(["--node-ip", "127.0.0.1"])
             .args(["--kubelet-port", &free_port().to_string()])
             .args(["--orphan-grace", "5s"])
-            .args(["--log", "info,vk_stackpath=debug"])
+            .args(["--kubelet-address", "127.0.0.1"])
+            .args(["--console-host", "127.0.0.1"]);
+        if let Some(ca) = self.cluster.kubelet_client_ca_crt() {
+            cmd.arg("--client-ca-file").arg(ca);
+        }
+        if let Some(addr) = self.emulator.ssh_addr {
+            cmd.args(["--console-port", &addr.port().to_string()]);
+        }
+        if let Some(key) = &self.emulator.ssh_host_key_openssh {
+            cmd.args(["--console-host-key", key.trim()]);
+        }
+        cmd.args(["--log", "info,vk_stackpath=debug"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.dir)
@@ -217,6 +230,7 @@ impl Env {
             metrics,
             log,
         };
+        self.approve_serving_csrs(node);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(c) = daemon.child.as_mut()
@@ -239,6 +253,44 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Approves the daemon's kubelet-serving CSRs for `node` as an admin would, in the
+    /// background (the daemon never approves its own).
+    pub fn approve_serving_csrs(&self, node: &str) {
+        use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+        let csrs: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
+        let note = format!("approved by the e2e test for system:node:{node}");
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                if let Ok(list) = csrs.list(&Default::default()).await {
+                    for csr in list.items {
+                        let pending = csr
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_none_or(|c| c.is_empty());
+                        let ours = csr.spec.signer_name == "kubernetes.io/kubelet-serving"
+                            && csr.spec.username.as_deref()
+                                == Some("system:serviceaccount:vk-stackpath:vk-stackpath");
+                        if pending && ours {
+                            let name = csr.metadata.name.clone().unwrap_or_default();
+                            let body = serde_json::json!({"status": {"conditions": [{
+                                "type": "Approved", "status": "True",
+                                "reason": "E2ETest", "message": note}]}});
+                            let _ = csrs
+                                .patch_approval(
+                                    &name,
+                                    &Default::default(),
+                                    &kube::api::Patch::Merge(&body),
+                                )
+                                .await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
 
     pub async fn node_ready(&self, node: &str) -> bool {

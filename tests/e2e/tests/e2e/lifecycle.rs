@@ -243,3 +243,66 @@ spec:
     assert_no_forbidden(&daemon.log_text());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_exec_reach_the_workload_through_the_daemon() -> anyhow::Result<()> {
+    let env = Env::start_with(
+        "streams",
+        stackpath_emulator::EmulatorConfig {
+            run_containers: true,
+            ..e2e::emulator_config()
+        },
+    )
+    .await?;
+    let daemon = env.start_daemon().await?;
+    env.apply(&pod_yaml(
+        "talker",
+        &env.node,
+        "busybox:1.36",
+        "      command: [sh, -c, 'echo hello from the edge; sleep 3600']\n",
+    ))?;
+    env.wait_pod("talker", T, |p| phase(p) == "Running").await?;
+    // The kubelet API serves once its CSR is approved; retry briefly.
+    let deadline = std::time::Instant::now() + T;
+    let logs = loop {
+        let out = env.kubectl(&["logs", "talker"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("hello from the edge") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl logs: {}{}\n{}",
+            text,
+            String::from_utf8_lossy(&out.stderr),
+            env.daemon_log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(logs.contains("hello from the edge"));
+    let out = env.kubectl(&[
+        "exec",
+        "talker",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"));
+    let out = env.kubectl(&["exec", "talker", "-c", "nope", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_forbidden(&daemon.log_text());
+    Ok(())
+}
