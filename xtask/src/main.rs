@@ -1,6 +1,9 @@
 //! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever cargo does.
 //!
+//! - `demo`: the full local demo (control plane, emulator, daemon, example pods, kubectl).
 //! - `test`: the whole test suite exactly as CI runs it (`.ci/run` calls this).
+
+mod demo;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -9,8 +12,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("demo") => demo::demo(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test\n\n  test   run the whole test suite, as CI does");
+            eprintln!(
+                "usage: cargo xtask <task>\n\n  demo   the full local demo (see `cargo xtask demo --help`)\n  test   run the whole test suite, as CI does\n\n{}",
+                demo::USAGE
+            );
             return ExitCode::from(2);
         }
     };
@@ -24,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 /// One step: a command line, shown before it runs, timed after.
-fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
     println!("\n==> {name}: {program} {}", args.join(" "));
     let started = Instant::now();
     let status = Command::new(program)
