@@ -272,6 +272,11 @@ pub async fn run(
         }));
     }
     background.push(tokio::spawn(pods::orphans::run(ctx.clone())));
+    background.push(tokio::spawn(pods::orphans::run_vanished(
+        ctx.clone(),
+        store.clone(),
+        Duration::from_secs(2),
+    )));
     background.push(tokio::spawn(policy.clone().watch(config.policy_reload)));
     background.push(tokio::spawn(gauge_loop(ctx.clone(), store.clone())));
     ready.store(true, Ordering::Relaxed);

@@ -26,11 +26,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match a.as_str() {
             "--keep" => o.keep = true,
             "--kubeconfig" => {
-                o.kubeconfig = Some(
-                    it.next()
-                        .ok_or("--kubeconfig needs a file")?
-                        .into(),
-                )
+                o.kubeconfig = Some(it.next().ok_or("--kubeconfig needs a file")?.into())
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option `{other}`\n\n{USAGE}")),
@@ -170,7 +166,15 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         crate::step(
             "control plane binaries (first time: ~10 min of Go builds; cached after)",
             "cargo",
-            &["run", "--quiet", "-p", "local-cluster", "--", "build", "--with-metrics-server"],
+            &[
+                "run",
+                "--quiet",
+                "-p",
+                "local-cluster",
+                "--",
+                "build",
+                "--with-metrics-server",
+            ],
         )?;
     }
 
@@ -189,7 +193,12 @@ pub fn demo(args: &[String]) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
         }
     };
-    println!("    apiserver {} ({} started in {:.1?})", cluster.apiserver_url(), cluster.release(), cluster.startup_time());
+    println!(
+        "    apiserver {} ({} started in {:.1?})",
+        cluster.apiserver_url(),
+        cluster.release(),
+        cluster.startup_time()
+    );
     let kubectl = Kubectl {
         kubeconfig: cluster.admin_kubeconfig(),
     };
@@ -209,9 +218,14 @@ pub fn demo(args: &[String]) -> Result<(), String> {
             Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
         ))
         .map_err(|e| format!("emulator: {e}"))?;
-    println!("    API {}  console {:?}", emulator.base_url, emulator.ssh_addr);
+    println!(
+        "    API {}  console {:?}",
+        emulator.base_url, emulator.ssh_addr
+    );
 
-    say("starting vk-stackpath run (identity: ServiceAccount vk-stackpath, RBAC deploy/base/rbac.yaml)");
+    say(
+        "starting vk-stackpath run (identity: ServiceAccount vk-stackpath, RBAC deploy/base/rbac.yaml)",
+    );
     let node = "stackpath-edge-provider-dfw";
     let kubelet_port = free_port()?;
     let metrics_port = free_port()?;
@@ -231,7 +245,12 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         .env("SP_API_HOST", &emulator.base_url)
         .env("VK_POLICY_CACHE_DIR", demo_dir.join("policies"));
     // The kubelet API: the API server's client CA, the console pinned to the emulator's key.
-    cmd.args(["--kubelet-address", "127.0.0.1", "--console-host", "127.0.0.1"]);
+    cmd.args([
+        "--kubelet-address",
+        "127.0.0.1",
+        "--console-host",
+        "127.0.0.1",
+    ]);
     if let Some(ca) = cluster.kubelet_client_ca_crt() {
         cmd.arg("--client-ca-file").arg(ca);
     }
@@ -252,11 +271,21 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         "vk-stackpath",
     );
     println!("    log: {}", log_path.display());
-    wait_until("the virtual node to be Ready", Duration::from_secs(60), || {
-        kubectl
-            .quiet(&["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])
-            .is_some_and(|s| s == "True")
-    })?;
+    wait_until(
+        "the virtual node to be Ready",
+        Duration::from_secs(60),
+        || {
+            kubectl
+                .quiet(&[
+                    "get",
+                    "node",
+                    node,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_some_and(|s| s == "True")
+        },
+    )?;
     kubectl.show(&["get", "nodes", "-o", "wide"])?;
 
     say("approving the daemon's serving certificate request, as a cluster admin would");
@@ -301,7 +330,9 @@ pub fn demo(args: &[String]) -> Result<(), String> {
             .all(|((_, want), got)| got == want)
     })?;
 
-    say("kubectl logs (through the API server to the daemon's kubelet API, then StackPath's logs API)");
+    say(
+        "kubectl logs (through the API server to the daemon's kubelet API, then StackPath's logs API)",
+    );
     let logs = kubectl.show(&["logs", "countdown"])?;
     if !logs.contains("liftoff") {
         return Err("the countdown pod's log lacks its last line".into());
@@ -309,18 +340,39 @@ pub fn demo(args: &[String]) -> Result<(), String> {
     kubectl.show(&["logs", "private-app"])?;
 
     say("kubectl exec (the daemon bridges it to the StackPath container console over SSH)");
-    let out = kubectl.show(&["exec", "web", "--", "sh", "-c", "echo hello from $(hostname) on StackPath"])?;
+    let out = kubectl.show(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from $(hostname) on StackPath",
+    ])?;
     if !out.contains("hello from") {
         return Err("exec printed nothing".into());
     }
 
     say("why the rejected pod failed: its status and Events");
-    kubectl.show(&["get", "pod", "rejected", "-o", "jsonpath={.status.reason}: {.status.message}{\"\\n\"}"])?;
-    kubectl.show(&["get", "events", "--field-selector", "involvedObject.name=rejected"])?;
+    kubectl.show(&[
+        "get",
+        "pod",
+        "rejected",
+        "-o",
+        "jsonpath={.status.reason}: {.status.message}{\"\\n\"}",
+    ])?;
+    kubectl.show(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=rejected",
+    ])?;
 
     if options.keep {
         say("the environment stays up; Ctrl-C stops everything");
-        println!("    export KUBECONFIG={}", cluster.admin_kubeconfig().display());
+        println!(
+            "    export KUBECONFIG={}",
+            cluster.admin_kubeconfig().display()
+        );
         println!("    kubectl get pods -o wide");
         println!("    daemon log: {}", log_path.display());
         runtime.block_on(async {
@@ -330,21 +382,30 @@ pub fn demo(args: &[String]) -> Result<(), String> {
 
     say("deleting the pods (each workload is deleted at StackPath first)");
     kubectl.show(&["delete", "pods", "--all", "--wait=true", "--timeout=90s"])?;
-    let left = runtime.block_on(async {
-        let config = stackpath_client::Config::new(
-            &emulator.base_url,
-            "demo-stack",
-            "emulator-client",
-            "emulator-secret",
-        )
-        .map_err(|e| e.to_string())?;
-        let client = stackpath_client::Client::new(config).map_err(|e| e.to_string())?;
-        client
-            .list_all_workloads(None)
-            .await
-            .map(|w| w.len())
-            .map_err(|e| e.to_string())
-    })?;
+    let count = || {
+        runtime.block_on(async {
+            let config = stackpath_client::Config::new(
+                &emulator.base_url,
+                "demo-stack",
+                "emulator-client",
+                "emulator-secret",
+            )
+            .map_err(|e| e.to_string())?;
+            let client = stackpath_client::Client::new(config).map_err(|e| e.to_string())?;
+            client
+                .list_all_workloads(None)
+                .await
+                .map(|w| w.len())
+                .map_err(|e| e.to_string())
+        })
+    };
+    // Terminal pods are removed by the API server at once; their workloads follow shortly.
+    let _ = wait_until(
+        "StackPath to have no workloads left",
+        Duration::from_secs(30),
+        || count().is_ok_and(|n| n == 0),
+    );
+    let left = count()?;
     println!("    workloads left at StackPath: {left}");
     if left != 0 {
         return Err(format!("{left} workloads were left behind"));

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 
 use super::adopt::{self, label};
@@ -31,6 +32,49 @@ pub async fn run(ctx: Arc<Context>) {
             }
         }
         tokio::time::sleep(ctx.timing.sweep_interval).await;
+    }
+}
+
+/// Pods that vanish without graceful deletion (the API server removes terminal pods at once;
+/// `--force --grace-period=0` too) never reach a reconcile pass. Every `every`, tracked pods
+/// that this process saw and that have left the watch cache are confirmed gone with a GET,
+/// then their workloads deleted, without waiting for the orphan sweep's grace window.
+pub async fn run_vanished(ctx: Arc<Context>, store: Store<Pod>, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        for (key, t) in ctx.tracker.snapshot() {
+            let (Some(uid), Some(id)) = (t.uid.as_deref(), t.workload_id.as_deref()) else {
+                continue;
+            };
+            let Some((ns, name)) = key.split_once('/') else {
+                continue;
+            };
+            if store.get(&ObjectRef::new(name).within(ns)).is_some() {
+                continue;
+            }
+            let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), ns);
+            match api.get_metadata_opt(name).await {
+                Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid) => continue,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            tracing::info!(
+                pod = key,
+                workload = id,
+                "pod removed without graceful deletion; deleting its workload"
+            );
+            match ctx.stackpath.delete_workload(id).await {
+                Ok(()) => {
+                    ctx.tracker.remove(&key);
+                }
+                Err(e) if e.is_not_found() => {
+                    ctx.tracker.remove(&key);
+                }
+                Err(e) => {
+                    tracing::info!(pod = key, error = %e, "deleting the workload failed; retrying")
+                }
+            }
+        }
     }
 }
 

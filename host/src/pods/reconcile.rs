@@ -145,14 +145,11 @@ async fn translate(
     }
 }
 
-fn rejection_message(ctx: &Context, e: &TranslateError) -> String {
+fn rejection_message(e: &TranslateError) -> String {
     match e {
         TranslateError::Pod(_) => format!("the pod cannot run on StackPath: {e}"),
-        TranslateError::Policy(p) if !p.violations().is_empty() => format!(
-            "the policy `{}` rejected the pod: {e}",
-            ctx.policy.current().label()
-        ),
-        TranslateError::Policy(_) => format!("the policy could not translate the pod: {e}"),
+        // The policy error already names the policy and each field.
+        TranslateError::Policy(_) => e.to_string(),
     }
 }
 
@@ -180,7 +177,7 @@ async fn create(
     let translated = match translate(pod, ctx, objects).await {
         Ok(t) => t,
         Err(e) => {
-            let message = rejection_message(ctx, &e);
+            let message = rejection_message(&e);
             return fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await;
         }
     };
@@ -283,7 +280,7 @@ async fn update(
         Ok(t) => t,
         Err(e) => {
             // The running workload stays as it is; the user hears why the change was not applied.
-            let message = rejection_message(ctx, &e);
+            let message = rejection_message(&e);
             ctx.events
                 .warning(pod, reason::PROVIDER_FAILED, "Update", message)
                 .await;

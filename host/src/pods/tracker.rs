@@ -127,6 +127,12 @@ impl Tracker {
         self.len() == 0
     }
 
+    /// Every tracked pod with its memory.
+    pub fn snapshot(&self) -> Vec<(String, Tracked)> {
+        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        pods.iter().map(|(k, t)| (k.clone(), t.clone())).collect()
+    }
+
     /// Workload ids of every tracked pod (the orphan sweep must never touch these).
     pub fn workload_ids(&self) -> Vec<String> {
         let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
