@@ -73,6 +73,24 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// User + system CPU seconds used so far (from /proc).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz.max(1.0)
+    }
+
     /// SIGKILL: no shutdown work at all.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -149,6 +167,15 @@ impl Env {
 
     pub async fn start_with(test: &str, config: EmulatorConfig) -> Result<Env> {
         let cluster = tokio::task::spawn_blocking(Cluster::shared).await?;
+        Self::start_on(test, cluster, config).await
+    }
+
+    /// On a dedicated cluster (e.g. one with short node-monitor settings).
+    pub async fn start_on(
+        test: &str,
+        cluster: &'static Cluster,
+        config: EmulatorConfig,
+    ) -> Result<Env> {
         let emulator =
             stackpath_emulator::start(config, "127.0.0.1:0".parse()?, Some("127.0.0.1:0".parse()?))
                 .await?;

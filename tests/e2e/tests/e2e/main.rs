@@ -5,6 +5,7 @@ mod config;
 mod faults;
 mod leader;
 mod lifecycle;
+mod node_lease;
 mod restart;
 
 /// Every test ends with this: nothing the daemon needed was refused by its RBAC.
