@@ -804,15 +804,28 @@ impl std::io::Write for LogSink {
     }
 }
 
+/// One global subscriber for the whole test binary. A thread-scoped one (`set_default`) lost
+/// events when another test thread had already cached the callsites' interest (seen once in CI
+/// under load); the global one also catches every other test's logs, which must not hold
+/// secrets either.
+fn global_sink() -> LogSink {
+    static SINK: std::sync::OnceLock<LogSink> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let sink = LogSink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("stackpath_client=trace")
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        sink
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_errors_debug_and_logs() {
-    let sink = LogSink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("stackpath_client=trace")
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let sink = global_sink();
 
     let emu = emulator(EmulatorConfig::default()).await;
     // Wrong secret: the token endpoint refuses it.
