@@ -87,7 +87,9 @@ pub fn run(args: TranslateArgs) -> Result<ExitCode, String> {
             }
             let json = serde_json::to_string_pretty(&value)
                 .map_err(|e| format!("cannot print the workload: {e}"))?;
-            println!("{json}");
+            // A closed pipe (`… | head`) ends the output quietly instead of panicking.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
