@@ -107,10 +107,20 @@ pub async fn request_certificate(
     }
 }
 
-/// When to renew a certificate valid from `not_before` to `not_after` (Unix seconds).
-pub fn renew_delay(not_before: i64, not_after: i64, now: i64, fraction: f64) -> Duration {
+/// When to renew a certificate valid from `not_before` to `not_after` (Unix seconds): at
+/// `fraction` of its lifetime, or `before` its expiry if that is earlier.
+pub fn renew_delay(
+    not_before: i64,
+    not_after: i64,
+    now: i64,
+    fraction: f64,
+    before: Option<Duration>,
+) -> Duration {
     let life = (not_after - not_before).max(0) as f64;
-    let at = not_before as f64 + life * fraction.clamp(0.1, 0.95);
+    let mut at = not_before as f64 + life * fraction.clamp(0.1, 0.95);
+    if let Some(b) = before {
+        at = at.min(not_after as f64 - b.as_secs_f64());
+    }
     Duration::from_secs_f64((at - now as f64).max(0.0))
 }
 
@@ -126,7 +136,15 @@ pub async fn rotate(
         let delay = store
             .leaf()
             .and_then(|c| validity(&c))
-            .map(|(nb, na)| renew_delay(nb, na, chrono::Utc::now().timestamp(), cfg.renew_at))
+            .map(|(nb, na)| {
+                renew_delay(
+                    nb,
+                    na,
+                    chrono::Utc::now().timestamp(),
+                    cfg.renew_at,
+                    cfg.renew_before,
+                )
+            })
             .unwrap_or(Duration::from_secs(60));
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -158,7 +176,20 @@ mod tests {
 
     #[test]
     fn renewal_happens_at_the_fraction() {
-        assert_eq!(renew_delay(0, 100, 0, 0.8), Duration::from_secs(80));
-        assert_eq!(renew_delay(0, 100, 90, 0.8), Duration::ZERO);
+        assert_eq!(renew_delay(0, 100, 0, 0.8, None), Duration::from_secs(80));
+        assert_eq!(renew_delay(0, 100, 90, 0.8, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn renew_before_expiry_wins_when_earlier() {
+        let ten = Some(Duration::from_secs(10));
+        let ninety_five = Some(Duration::from_secs(95));
+        // 100 s life: 95 s before expiry is 5 s in, earlier than 80 %.
+        assert_eq!(
+            renew_delay(0, 100, 0, 0.8, ninety_five),
+            Duration::from_secs(5)
+        );
+        // 10 s before expiry is later than 80 %: the fraction decides.
+        assert_eq!(renew_delay(0, 100, 0, 0.8, ten), Duration::from_secs(80));
     }
 }

@@ -57,6 +57,9 @@ pub struct CsrBootstrap {
     pub expiration: Option<Duration>,
     /// Renew when this fraction of the lifetime has passed (the kubelet uses 70–90 %).
     pub renew_at: f64,
+    /// Renew when this much validity is left, if that comes before `renew_at` (like
+    /// cert-manager's `renewBefore`): short-lived certificates are replaced well ahead of expiry.
+    pub renew_before: Option<Duration>,
 }
 
 impl Default for CsrBootstrap {
@@ -67,6 +70,7 @@ impl Default for CsrBootstrap {
             approval_timeout: Duration::from_secs(15 * 60),
             expiration: None,
             renew_at: 0.8,
+            renew_before: None,
         }
     }
 }

@@ -1,231 +1,92 @@
 //! Through the REAL kube-apiserver with real kubectl: the apiserver dials this kubelet API
 //! (verifying its CSR-issued serving certificate, presenting its kubelet client certificate),
 //! the kubelet API authorizes it by SubjectAccessReview and bridges to the emulator.
-//! `VK_K8S_VERSION=1.37` runs it on the 1.37 control plane.
+//! `VK_K8S_VERSION=1.37` runs it on the 1.37 control plane. The three tests share one control
+//! plane (with metrics-server) and run side by side, each with its own node and emulator.
 
 mod common;
 
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::control_plane::*;
 use common::*;
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
-use local_cluster::Cluster;
+use kube::api::PostParams;
 use serde_json::json;
-use vk_kubelet::{
-    AuthMode, CsrBootstrap, HostKeyPolicy, KubeletConfig, KubeletServer, Limits, TlsSource,
-};
+use tokio::io::AsyncReadExt;
 
-fn kubectl_bin(minor: &str) -> std::path::PathBuf {
-    let k = std::fs::canonicalize(which("kubectl")).expect("kubectl on PATH");
-    let p = k.parent().unwrap().join(format!("kubectl.{minor}"));
-    assert!(p.is_file(), "{} missing", p.display());
-    p
-}
-
-fn which(name: &str) -> std::path::PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not on PATH"))
-}
-
-fn kubectl(cluster: &Cluster, minor: &str, args: &[&str]) -> Output {
-    Command::new(kubectl_bin(minor))
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .args(args)
-        .output()
-        .expect("running kubectl")
-}
-
-async fn kubectl_async(
-    cluster: &'static Cluster,
-    minor: &'static str,
-    args: Vec<String>,
-) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        kubectl(cluster, minor, &a)
-    })
-    .await
-    .unwrap()
-}
-
-fn s(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// Approves every kubelet-serving CSR for `node` as an admin would.
-fn approve_csrs(admin: kube::Client, node: String) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let api: Api<CertificateSigningRequest> = Api::all(admin);
-        loop {
-            if let Ok(list) = api.list(&Default::default()).await {
-                for c in list {
-                    let name = c.metadata.name.clone().unwrap_or_default();
-                    let approved = c
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|v| !v.is_empty());
-                    if !approved && name.starts_with(&format!("csr-{node}-")) {
-                        let patch = json!({"status": {"conditions": [{"type": "Approved", "status": "True",
-                            "reason": "TestApproval", "message": "approved by the vk-kubelet test"}]}});
-                        let _ = api
-                            .patch_approval(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
-}
-
-async fn register_node(admin: kube::Client, name: &str, port: u16) {
-    let nodes: Api<Node> = Api::all(admin);
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"type": "virtual-kubelet"}},
-        "spec": {"taints": [{"key": "virtual-kubelet.io/provider", "value": "stackpath", "effect": "NoSchedule"}]},
-    }))
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut status = json!({"status": {
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
-                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
-        "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-        "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-    }});
-    // What the daemon will merge into its status: the WebSocket declaration for 1.36+.
-    status["status"]["declaredFeatures"] =
-        vk_kubelet::declared_features_patch()["status"]["declaredFeatures"].clone();
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-async fn create_pod(admin: kube::Client, ns: &str, name: &str, node: &str) -> Pod {
-    let pods: Api<Pod> = Api::namespaced(admin, ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeName": node,
-            "initContainers": [{"name": "init", "image": "busybox"}],
-            "containers": [{"name": "app", "image": "busybox"}],
-            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]
-        }
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    // What the daemon's status loop would write (kubectl port-forward wants Running).
-    let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-        "containerStatuses": [{"name": "app", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
-                               "started": true, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap()
+/// Reads `r` into `got` until `needle` appears (or panics after `within`).
+async fn read_until(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    got: &mut Vec<u8>,
+    needle: &str,
+    within: Duration,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !String::from_utf8_lossy(got).contains(needle) {
+        let mut b = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, r.read(&mut b))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: no {needle:?} within {within:?}; got {:?}",
+                    String::from_utf8_lossy(got)
+                )
+            })
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "{what} ended before {needle:?}: {:?}",
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&b[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_through_the_real_apiserver() {
     init_tracing();
-    let cluster: &'static Cluster = tokio::task::spawn_blocking(Cluster::shared).await.unwrap();
-    let _dump = cluster.dump_logs_on_panic();
-    let admin = cluster.admin_client().await.unwrap();
-    let ns = cluster.new_namespace().await.unwrap();
-    let node = format!("vk-kl-{}", std::process::id());
-
-    let emu = emulator(Duration::from_secs(2)).await;
-    let sp = stackpath(&emu);
-    let loc = workload(
-        &sp,
-        &format!("e{}", std::process::id()),
-        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.1; done; sleep 3600",
+    // The container prints 40 lines, then one more once the test has seen a rotation.
+    let mark = std::env::temp_dir().join(format!("vk-kl-rotated-{}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let script = format!(
+        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.1; done; \
+         while [ ! -e {m} ]; do sleep 0.2; done; echo after-rotation; sleep 3600",
+        m = mark.display()
+    );
+    // A 10-minute certificate (the API minimum) renewed 595 s before expiry: the rotation
+    // loop replaces it about 5 s after each issuance, for as long as the test runs.
+    let edge = EdgeNode::start(
+        "a",
+        &script,
+        CertPolicy {
+            expiration: Some(Duration::from_secs(600)),
+            renew_before: Some(Duration::from_secs(595)),
+        },
     )
     .await;
-    let locator = Arc::new(TestLocator::default());
-    locator.add(&ns, "web", &["app"], &["init"], loc);
-
-    // The serving certificate through the CSR flow, approved by the "admin" (this test).
-    let approver = approve_csrs(admin.clone(), node.clone());
-    let cfg = KubeletConfig {
-        listen: loopback(),
-        node_name: node.clone(),
-        tls: TlsSource::Bootstrap(CsrBootstrap {
-            ips: vec!["127.0.0.1".parse().unwrap()],
-            dns_names: vec![node.clone()],
-            approval_timeout: Duration::from_secs(60),
-            ..Default::default()
-        }),
-        client_ca_file: cluster.kubelet_client_ca_crt(),
-        auth: AuthMode::Enabled,
-        console: console(
-            &emu,
-            HostKeyPolicy::Pinned(vec![emu.ssh_host_key_openssh.clone().unwrap()]),
-        ),
-        limits: Limits::default(),
-    };
-    let daemon = cluster.daemon_client().await.unwrap();
-    let server = KubeletServer::bind(cfg, locator.clone(), sp, daemon.clone())
-        .await
-        .expect("bootstrapped and bound");
-    let port = server.local_addr().port();
-    let store = server.cert_store();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-    register_node(admin.clone(), &node, port).await;
-    let pod = create_pod(admin.clone(), &ns, "web", &node).await;
-    locator.pods.lock().unwrap().push(pod);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _dump = edge.cluster.dump_logs_on_panic();
+    let first_leaf = edge.store.leaf().expect("a serving certificate");
+    let (nb, na) = vk_kubelet::tls::validity(&first_leaf).unwrap();
+    let left = na - chrono::Utc::now().timestamp();
+    assert!(
+        (500..=600).contains(&left),
+        "the signer honoured expirationSeconds=600 (valid {nb}..{na}, {left} s left)"
+    );
 
     // kubectl logs, with options.
-    let o = kubectl_async(
-        cluster,
-        "1.33",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "logs".into(),
-            "web".into(),
-            "-c".into(),
-            "app".into(),
-        ],
-    )
-    .await;
+    let o = edge.kubectl("1.33", &["logs", "web", "-c", "app"]).await;
     let (out, err) = s(&o);
     assert!(o.status.success(), "kubectl logs: {err}");
     assert!(out.starts_with("line 0\nline 1\n"), "{out}");
-    let o = kubectl_async(
-        cluster,
-        "1.33",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "logs".into(),
-            "web".into(),
-            "-c".into(),
-            "app".into(),
-            "--tail=2".into(),
-            "--timestamps".into(),
-        ],
-    )
-    .await;
+    let o = edge
+        .kubectl(
+            "1.33",
+            &["logs", "web", "-c", "app", "--tail=2", "--timestamps"],
+        )
+        .await;
     let (out, _) = s(&o);
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(
@@ -233,128 +94,88 @@ async fn kubectl_through_the_real_apiserver() {
             .all(|l| chrono::DateTime::parse_from_rfc3339(l.split(' ').next().unwrap()).is_ok()),
         "{out}"
     );
-    let o = kubectl_async(
-        cluster,
-        "1.33",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "logs".into(),
-            "web".into(),
-            "-c".into(),
-            "app".into(),
-            "--limit-bytes=8".into(),
-            "--since=1h".into(),
-        ],
-    )
-    .await;
+    let o = edge
+        .kubectl(
+            "1.33",
+            &["logs", "web", "-c", "app", "--limit-bytes=8", "--since=1h"],
+        )
+        .await;
     assert_eq!(s(&o).0, "line 0\nl");
 
-    // logs -f across StackPath's 2 s cuts, with a certificate rotation in the middle.
-    let mut follow = tokio::process::Command::new(kubectl_bin("1.33"))
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .args(["-n", &ns, "logs", "-f", "web", "-c", "app"])
+    // logs -f across StackPath's 2 s cuts and across the automatic certificate rotation.
+    let (bin, base) = edge.kubectl_cmd("1.33");
+    let mut follow = tokio::process::Command::new(bin)
+        .args(&base)
+        .args(["logs", "-f", "web", "-c", "app"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdout = follow.stdout.take().unwrap();
-    let old_leaf = store.leaf();
-    let rotated = vk_kubelet::bootstrap::request_certificate(
-        &daemon,
-        &node,
-        &CsrBootstrap {
-            ips: vec!["127.0.0.1".parse().unwrap()],
-            approval_timeout: Duration::from_secs(60),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("second certificate");
-    store.swap(rotated);
-    assert_ne!(store.leaf(), old_leaf, "certificate rotated");
     let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    use tokio::io::AsyncReadExt;
-    while !String::from_utf8_lossy(&got).contains("line 39\n") {
-        let mut b = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, stdout.read(&mut b))
-            .await
-            .expect("logs -f keeps delivering")
-            .unwrap();
-        assert!(
-            n > 0,
-            "logs -f ended early: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&b[..n]);
-    }
+    let within = Duration::from_secs(40);
+    read_until(&mut stdout, &mut got, "line 39\n", within, "logs -f").await;
     let want: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&got), want, "no gaps or repeats");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while edge.store.leaf().as_ref() == Some(&first_leaf) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the serving certificate was not rotated within 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = edge.store.leaf().unwrap();
+    let (nb2, _) = vk_kubelet::tls::validity(&second).unwrap();
+    assert!(nb2 >= nb, "the new certificate is newer");
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f must survive the rotation and StackPath's cuts"
+    );
+    std::fs::write(&mark, b"").unwrap();
+    read_until(&mut stdout, &mut got, "after-rotation\n", within, "logs -f").await;
     assert_eq!(
         String::from_utf8_lossy(&got),
-        want,
-        "no gaps or repeats across cuts and the rotation"
+        format!("{want}after-rotation\n"),
+        "the same stream carried on after the rotation, no gaps or repeats"
     );
-    // Still open after StackPath's cuts (it ends only when the client stops).
+    let _ = std::fs::remove_file(&mark);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         follow.try_wait().unwrap().is_none(),
         "logs -f must not exit on a StackPath-side close"
     );
     let _ = follow.kill().await;
+    // New connections get (and the apiserver accepts) the rotated certificate.
+    let o = edge
+        .kubectl("1.33", &["logs", "web", "-c", "app", "--tail=1"])
+        .await;
+    assert_eq!(s(&o).0, "after-rotation\n", "{}", s(&o).1);
 
     // exec through kubectl 1.27 (SPDY end to end) and 1.33 (WebSocket to the apiserver).
+    let exec = |minor: &'static str, args: &'static [&'static str]| {
+        let mut a = vec!["exec", "web", "-c", "app", "--"];
+        a.extend_from_slice(args);
+        let a: Vec<String> = a.into_iter().map(str::to_owned).collect();
+        let edge = &edge;
+        async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            edge.kubectl(minor, &a).await
+        }
+    };
     for minor in ["1.27", "1.33"] {
-        let o = kubectl_async(
-            cluster,
-            minor,
-            vec![
-                "-n".into(),
-                ns.clone(),
-                "exec".into(),
-                "web".into(),
-                "-c".into(),
-                "app".into(),
-                "--".into(),
-                "sh".into(),
-                "-c".into(),
-                "echo out-$((6*7)); echo err >&2".into(),
-            ],
-        )
-        .await;
+        let o = exec(minor, &["sh", "-c", "echo out-$((6*7)); echo err >&2"]).await;
         let (out, err) = s(&o);
         assert!(o.status.success(), "kubectl {minor} exec: {err}");
         assert_eq!(out, "out-42\n", "kubectl {minor}");
         assert!(err.contains("err"), "kubectl {minor}: {err}");
-        let o = kubectl_async(
-            cluster,
-            minor,
-            vec![
-                "-n".into(),
-                ns.clone(),
-                "exec".into(),
-                "web".into(),
-                "-c".into(),
-                "app".into(),
-                "--".into(),
-                "sh".into(),
-                "-c".into(),
-                "exit 3".into(),
-            ],
-        )
-        .await;
-        assert_eq!(
-            o.status.code(),
-            Some(3),
-            "kubectl {minor} exit code: {:?}",
-            s(&o)
-        );
+        let o = exec(minor, &["sh", "-c", "exit 3"]).await;
+        assert_eq!(o.status.code(), Some(3), "kubectl {minor}: {:?}", s(&o));
         // stdin through -i.
-        let mut child = Command::new(kubectl_bin(minor))
-            .arg("--kubeconfig")
-            .arg(cluster.admin_kubeconfig())
-            .args(["-n", &ns, "exec", "-i", "web", "-c", "app", "--", "cat"])
+        let (bin, base) = edge.kubectl_cmd(minor);
+        let mut child = std::process::Command::new(bin)
+            .args(&base)
+            .args(["exec", "-i", "web", "-c", "app", "--", "cat"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -372,128 +193,264 @@ async fn kubectl_through_the_real_apiserver() {
         assert_eq!(
             s(&o).0,
             "through stdin\n",
-            "kubectl {minor} exec -i: {}",
+            "kubectl {minor} -i: {}",
             s(&o).1
         );
         // Init container and wrong container.
-        let o = kubectl_async(
-            cluster,
-            minor,
-            vec![
-                "-n".into(),
-                ns.clone(),
-                "exec".into(),
-                "web".into(),
-                "-c".into(),
-                "init".into(),
-                "--".into(),
-                "ls".into(),
-            ],
-        )
-        .await;
+        let o = edge
+            .kubectl(minor, &["exec", "web", "-c", "init", "--", "ls"])
+            .await;
         assert!(!o.status.success());
-        assert!(
-            s(&o).1.contains("init container"),
-            "kubectl {minor}: {}",
-            s(&o).1
-        );
-        let o = kubectl_async(
-            cluster,
-            minor,
-            vec![
-                "-n".into(),
-                ns.clone(),
-                "exec".into(),
-                "web".into(),
-                "-c".into(),
-                "nope".into(),
-                "--".into(),
-                "ls".into(),
-            ],
-        )
-        .await;
+        assert!(s(&o).1.contains("init container"), "{minor}: {}", s(&o).1);
+        let o = edge
+            .kubectl(minor, &["exec", "web", "-c", "nope", "--", "ls"])
+            .await;
         assert!(!o.status.success());
         assert!(s(&o).1.contains("nope"), "kubectl {minor}: {}", s(&o).1);
     }
 
     // attach and port-forward: the clear message.
-    let o = kubectl_async(
-        cluster,
-        "1.33",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "attach".into(),
-            "web".into(),
-            "-c".into(),
-            "app".into(),
-        ],
-    )
-    .await;
+    let o = edge.kubectl("1.33", &["attach", "web", "-c", "app"]).await;
     assert!(
         s(&o).1.contains("not supported by the StackPath provider"),
         "attach: {}",
         s(&o).1
     );
     // kubectl 1.27 speaks SPDY end to end; 1.33 tunnels SPDY through a WebSocket.
-    let o = kubectl_async(
-        cluster,
-        "1.27",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "port-forward".into(),
-            "pod/web".into(),
-            "18080:80".into(),
-        ],
-    )
-    .await;
-    assert!(
-        s(&o).1.contains("not supported by the StackPath provider"),
-        "port-forward: {}",
-        s(&o).1
-    );
-    let o = kubectl_async(
-        cluster,
-        "1.33",
-        vec![
-            "-n".into(),
-            ns.clone(),
-            "port-forward".into(),
-            "pod/web".into(),
-            "18081:80".into(),
-        ],
-    )
-    .await;
-    assert!(
-        s(&o).1.contains("not supported by the StackPath provider"),
-        "port-forward 1.33: {}",
-        s(&o).1
-    );
+    for (minor, ports) in [("1.27", "18080:80"), ("1.33", "18081:80")] {
+        let o = edge
+            .kubectl(minor, &["port-forward", "pod/web", ports])
+            .await;
+        assert!(
+            s(&o).1.contains("not supported by the StackPath provider"),
+            "port-forward {minor}: {}",
+            s(&o).1
+        );
+    }
 
     // 401 without credentials and 403 for a ServiceAccount token without nodes/proxy.
-    let (ca, _) = (cluster.ca_crt(), ());
-    let tls = tls_client(&std::fs::read_to_string(ca).unwrap());
-    let raw = raw_get(tls.clone(), port, "/pods", None).await;
+    let tls = tls_client(&std::fs::read_to_string(edge.cluster.ca_crt()).unwrap());
+    let raw = raw_get(tls.clone(), edge.port, "/pods", None).await;
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
-    let token = sa_token(admin.clone(), &ns).await;
-    let raw = raw_get(
-        tls.clone(),
-        port,
-        &format!("/containerLogs/{ns}/web/app"),
-        Some(&token),
-    )
-    .await;
+    let token = sa_token(edge.admin.clone(), &edge.ns).await;
+    let path = format!("/containerLogs/{}/web/app", edge.ns);
+    let raw = raw_get(tls.clone(), edge.port, &path, Some(&token)).await;
     assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
     assert!(raw.contains("subresource=proxy"), "{raw}");
+    // Still rotating while all of that ran.
+    assert_ne!(edge.store.leaf(), Some(second), "rotated again");
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
-    approver.abort();
-    let _ = Api::<Node>::all(admin)
-        .delete(&node, &Default::default())
-        .await;
-    emu.shutdown().await;
+    drop(_dump);
+    edge.stop().await;
+}
+
+/// kubectl running under a real pseudo-terminal, as a user's shell runs it.
+struct PtyKubectl {
+    child: tokio::process::Child,
+    pty: pty_process::OwnedWritePty,
+    out: Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl PtyKubectl {
+    fn spawn(bin: &std::path::Path, args: &[String], rows: u16, cols: u16) -> Self {
+        let (pty, pts) = pty_process::open().expect("a pty");
+        pty.resize(pty_process::Size::new(rows, cols)).unwrap();
+        let child = pty_process::Command::new(bin)
+            .args(args)
+            .env("TERM", "xterm")
+            .kill_on_drop(true)
+            .spawn(pts)
+            .expect("kubectl starts on the pty");
+        let (mut r, w) = pty.into_split();
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let reader = tokio::spawn(async move {
+            let mut b = [0u8; 4096];
+            // EIO once kubectl (the last holder of the pts) is gone.
+            while let Ok(n) = r.read(&mut b).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        });
+        Self {
+            child,
+            pty: w,
+            out,
+            reader,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn type_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        // Enter on a raw-mode terminal is CR; the remote pty turns it into a newline.
+        self.pty
+            .write_all(format!("{line}\r").as_bytes())
+            .await
+            .unwrap();
+    }
+}
+
+/// `kubectl exec -it` typed into through a pty (echo, output, resize seen by `stty`, exit
+/// code), and binary-safe stdout, with kubectl 1.27 (SPDY) and 1.33 (WebSocket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_exec_with_a_terminal_and_binary_output() {
+    init_tracing();
+    let edge = EdgeNode::start("t", "sleep 3600", CertPolicy::default()).await;
+    let _dump = edge.cluster.dump_logs_on_panic();
+    for minor in ["1.27", "1.33"] {
+        let (bin, mut args) = edge.kubectl_cmd(minor);
+        args.extend(
+            ["exec", "-it", "web", "-c", "app", "--", "sh"]
+                .iter()
+                .map(|a| a.to_string()),
+        );
+        let mut k = PtyKubectl::spawn(&bin, &args, 24, 80);
+        let t = Duration::from_secs(20);
+        k.type_line("echo hi-$((6*7))").await;
+        assert!(
+            k.wait_for("hi-42", t).await,
+            "kubectl {minor}: no output: {:?}",
+            k.text()
+        );
+        assert!(
+            k.text().contains("echo hi-$((6*7))"),
+            "kubectl {minor}: the remote terminal echoes what was typed: {:?}",
+            k.text()
+        );
+        k.type_line("echo S=$(stty size)=E").await;
+        assert!(
+            k.wait_for("S=24 80=E", t).await,
+            "kubectl {minor}: initial size: {:?}",
+            k.text()
+        );
+        // TIOCSWINSZ on the master: the kernel sends kubectl SIGWINCH; kubectl sends a resize,
+        // the kubelet API an SSH window-change, the console resizes the remote pty. Resize and
+        // keystrokes travel on separate streams, so ask again until the new size shows.
+        k.pty.resize(pty_process::Size::new(37, 123)).unwrap();
+        let mut resized = false;
+        for _ in 0..20 {
+            k.type_line("echo S=$(stty size)=E").await;
+            if k.wait_for("S=37 123=E", Duration::from_millis(500)).await {
+                resized = true;
+                break;
+            }
+        }
+        assert!(resized, "kubectl {minor}: resize not seen: {:?}", k.text());
+        k.type_line("exit 3").await;
+        let status = tokio::time::timeout(t, k.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {minor} -it did not exit: {:?}", k.text()))
+            .unwrap();
+        assert_eq!(status.code(), Some(3), "kubectl {minor}: {:?}", k.text());
+        k.reader.abort();
+    }
+
+    // Every byte value, 256 times over (64 KiB), through stdout untouched.
+    let fmt: String = (0..=255u8).map(|b| format!("\\{b:03o}")).collect();
+    let script = format!("i=0; while [ $i -lt 256 ]; do printf '{fmt}'; i=$((i+1)); done");
+    let want: Vec<u8> = (0..256).flat_map(|_| 0..=255u8).collect();
+    for minor in ["1.27", "1.33"] {
+        let o = edge
+            .kubectl(
+                minor,
+                &["exec", "web", "-c", "app", "--", "sh", "-c", &script],
+            )
+            .await;
+        assert!(o.status.success(), "kubectl {minor}: {}", s(&o).1);
+        assert_eq!(o.stdout.len(), want.len(), "kubectl {minor}: length");
+        assert!(o.stdout == want, "kubectl {minor}: bytes differ");
+    }
+    drop(_dump);
+    edge.stop().await;
+}
+
+/// `kubectl top pod`: metrics-server scrapes the kubelet API's `/metrics/resource` (as the
+/// cluster CA's admin identity, authorized by SubjectAccessReview on nodes/metrics) and the
+/// figures are StackPath's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_top_pod_shows_stackpath_metrics() {
+    init_tracing();
+    if edge_cluster_has_no_metrics_server() {
+        eprintln!("skipped: an external cluster without our metrics-server");
+        return;
+    }
+    let edge = EdgeNode::start("m", "sleep 3600", CertPolicy::default()).await;
+    let _dump = edge.cluster.dump_logs_on_panic();
+    let memory_now = || async {
+        let now = chrono::Utc::now();
+        let q = stackpath_client::model::MetricsQuery::instance(
+            edge.loc.workload_id.clone(),
+            edge.loc.instance_name.clone(),
+            now - chrono::Duration::minutes(5),
+            now,
+        );
+        let m = edge.sp.metrics(&q).await.expect("StackPath metrics");
+        (m.latest("cpu").unwrap(), m.latest("memory").unwrap())
+    };
+    // metrics-server needs two scrapes (15 s apart) for a CPU rate.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let (line, before, after) = loop {
+        let before = memory_now().await;
+        let o = edge
+            .kubectl("1.33", &["top", "pod", "web", "--no-headers"])
+            .await;
+        let after = memory_now().await;
+        let (out, err) = s(&o);
+        if o.status.success() && out.starts_with("web ") {
+            break (out, before, after);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kubectl top pod never showed the pod: {out}{err}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    // "web   250m   512Mi"
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f.len(), 3, "{line}");
+    let cpu_m: f64 = f[1].trim_end_matches('m').parse().expect(&line);
+    let mem_mi: f64 = f[2].trim_end_matches("Mi").parse().expect(&line);
+    let near = |got: f64, want: f64, slack: f64| (got - want).abs() <= slack;
+    let mi = |b: f64| (b / (1024.0 * 1024.0)).floor();
+    assert!(
+        near(mem_mi, mi(before.1), 1.0) || near(mem_mi, mi(after.1), 1.0),
+        "memory {mem_mi}Mi is StackPath's ({} or {} bytes)",
+        before.1,
+        after.1
+    );
+    assert!(
+        near(cpu_m, before.0 * 1000.0, 2.0) || near(cpu_m, after.0 * 1000.0, 2.0),
+        "CPU {cpu_m}m is StackPath's ({} or {} cores)",
+        before.0,
+        after.0
+    );
+    assert!(mem_mi > 0.0, "{line}");
+    drop(_dump);
+    edge.stop().await;
+}
+
+/// An external cluster (`VK_TEST_KUBECONFIG`) has its own metrics-server, which cannot reach a
+/// kubelet API on this machine's loopback.
+fn edge_cluster_has_no_metrics_server() -> bool {
+    std::env::var_os("VK_TEST_KUBECONFIG").is_some_and(|v| !v.is_empty())
 }
 
 async fn sa_token(admin: kube::Client, ns: &str) -> String {

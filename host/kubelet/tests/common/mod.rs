@@ -20,6 +20,7 @@ use vk_kubelet::{
 };
 
 pub mod clients;
+pub mod control_plane;
 
 pub const STACK: &str = "demo-stack";
 pub const CLIENT_ID: &str = "emulator-client";
