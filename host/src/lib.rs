@@ -4,6 +4,7 @@
 //! - [`resolve`]: a pod's references (ConfigMaps, Secrets, fields, pull secrets).
 //! - [`workload`]: the host-owned parts of a workload (identity, network, credentials).
 //! - [`translation`]: pod → workload, the path shared by the daemon and the CLI.
+//! - [`policy_diff`]: two policies compared pod by pod (`vk-stackpath policy diff`).
 //! - [`manifest`]: reading pods and objects from YAML/JSON files.
 //! - [`daemon`]: `vk-stackpath run`, joining [`node`], [`pods`], [`active_policy`],
 //!   [`leader`] and [`metrics`]; [`config`] reads the Go provider's settings.
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod policy;
+pub mod policy_diff;
 pub mod resolve;
 pub mod translation;
 pub mod workload;

@@ -1,7 +1,8 @@
 //! What a pod refers to outside itself: `env[].valueFrom` (ConfigMaps, Secrets, the pod's own
 //! fields) and `imagePullSecrets`. Resolution is split so that the same code serves the daemon
 //! (objects read from the API) and `vk-stackpath translate --objects` (objects from a file):
-//! [`references`] lists what to fetch, [`resolve`] uses what was fetched.
+//! [`references`] lists what to fetch, [`fetch_objects`] reads it from the API (the daemon and
+//! `vk-stackpath policy diff`), [`resolve`] uses what was fetched.
 //!
 //! Secret values never appear in an error message: errors name the Secret and key only.
 
@@ -85,6 +86,28 @@ pub fn references(pod: &Pod) -> References {
         r.secrets.insert(s.name.clone());
     }
     r
+}
+
+/// The ConfigMaps and Secrets the pod names, read one by one from the pod's namespace (the
+/// daemon may get but not list Secrets). A missing object is left out: [`resolve`] reports it
+/// (or skips it, when the reference is optional).
+pub async fn fetch_objects(client: &kube::Client, pod: &Pod) -> Result<Objects, kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let refs = references(pod);
+    let mut objects = Objects::default();
+    let cms: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), ns);
+    for name in &refs.config_maps {
+        if let Some(cm) = cms.get_opt(name).await? {
+            objects.config_maps.insert(name.clone(), cm);
+        }
+    }
+    let secrets: kube::Api<K8sSecret> = kube::Api::namespaced(client.clone(), ns);
+    for name in &refs.secrets {
+        if let Some(s) = secrets.get_opt(name).await? {
+            objects.secrets.insert(name.clone(), s);
+        }
+    }
+    Ok(objects)
 }
 
 /// Resolves every reference of the pod; all problems are reported together.

@@ -1,6 +1,7 @@
 //! clap definitions and dispatch.
 
 mod policy;
+mod policy_diff;
 mod run;
 mod translate;
 
@@ -58,6 +59,13 @@ pub struct PolicyArgs {
     /// the built-in default policy when absent.
     #[arg(long, env = "VK_POLICY")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Sandbox limits and the compiled-policy cache.
+#[derive(clap::Args, Clone)]
+pub struct SandboxArgs {
     /// Time one policy call may take, e.g. `500ms`, `2s`.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub policy_timeout: std::time::Duration,
@@ -73,7 +81,7 @@ pub struct PolicyArgs {
     pub no_policy_cache: bool,
 }
 
-impl PolicyArgs {
+impl SandboxArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             timeout: self.policy_timeout,
@@ -87,11 +95,22 @@ impl PolicyArgs {
         }
     }
 
-    pub fn load(&self) -> Result<PolicyEngine, PolicyError> {
-        match &self.policy {
+    /// The policy at `path`, or the built-in default one.
+    pub fn load(&self, path: Option<&std::path::Path>) -> Result<PolicyEngine, PolicyError> {
+        match path {
             Some(path) => PolicyEngine::from_file(path, self.limits()),
             None => PolicyEngine::builtin(self.limits()),
         }
+    }
+}
+
+impl PolicyArgs {
+    pub fn limits(&self) -> Limits {
+        self.sandbox.limits()
+    }
+
+    pub fn load(&self) -> Result<PolicyEngine, PolicyError> {
+        self.sandbox.load(self.policy.as_deref())
     }
 }
 

@@ -1,4 +1,4 @@
-//! `vk-stackpath policy info|check|compile`.
+//! `vk-stackpath policy info|check|compile|diff`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use vk_stackpath::resolve::Objects;
 use vk_stackpath::translation::{self, Placement, TranslateError};
 
 use super::PolicyArgs;
+use super::policy_diff::{self, DiffArgs};
 
 /// Pods every policy is tried on by `policy check`: the golden fixtures' simplest and fullest.
 const SAMPLES: &[(&str, &str)] = &[
@@ -58,10 +59,13 @@ pub enum PolicyCommand {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Before swapping policies: how the workload of each pod on a node would change.
+    Diff(Box<DiffArgs>),
 }
 
 pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
     match cmd {
+        PolicyCommand::Diff(args) => Ok(policy_diff::run(*args)),
         PolicyCommand::Info { policy } => {
             let engine = policy.load().map_err(|e| e.to_string())?;
             let info = engine.info();

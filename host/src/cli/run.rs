@@ -308,7 +308,7 @@ impl RunArgs {
     }
 }
 
-async fn kube_client(path: Option<&PathBuf>) -> Result<kube::Client, String> {
+pub(super) async fn kube_client(path: Option<&PathBuf>) -> Result<kube::Client, String> {
     let config = match path {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)

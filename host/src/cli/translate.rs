@@ -4,9 +4,9 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vk_stackpath::manifest;
 use vk_stackpath::resolve::{self, Objects};
 use vk_stackpath::translation::{self, Placement, TranslateError};
+use vk_stackpath::{manifest, policy_diff};
 
 use super::PolicyArgs;
 
@@ -83,7 +83,7 @@ pub fn run(args: TranslateArgs) -> Result<ExitCode, String> {
             let mut value = serde_json::to_value(&t.workload)
                 .map_err(|e| format!("cannot print the workload: {e}"))?;
             if !args.show_secrets {
-                redact_secrets(&mut value);
+                policy_diff::redact_secrets(&mut value);
             }
             let json = serde_json::to_string_pretty(&value)
                 .map_err(|e| format!("cannot print the workload: {e}"))?;
@@ -125,40 +125,4 @@ fn bullet(lines: impl Iterator<Item = String>) -> String {
         .map(|l| format!("  - {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Replaces the values that came from Secrets with `***`, so the output can be shared.
-fn redact_secrets(workload: &mut serde_json::Value) {
-    let Some(spec) = workload.get_mut("spec") else {
-        return;
-    };
-    for group in ["containers", "initContainers"] {
-        for c in spec
-            .get_mut(group)
-            .and_then(|g| g.as_object_mut())
-            .into_iter()
-            .flat_map(|g| g.values_mut())
-        {
-            for var in c
-                .get_mut("env")
-                .and_then(|e| e.as_object_mut())
-                .into_iter()
-                .flat_map(|e| e.values_mut())
-            {
-                if let Some(v) = var.get_mut("secretValue") {
-                    *v = "***".into();
-                }
-            }
-        }
-    }
-    for cred in spec
-        .get_mut("imagePullCredentials")
-        .and_then(|c| c.as_array_mut())
-        .into_iter()
-        .flatten()
-    {
-        if let Some(p) = cred.pointer_mut("/dockerRegistry/password") {
-            *p = "***".into();
-        }
-    }
 }

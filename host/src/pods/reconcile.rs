@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -98,26 +98,6 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Recon
     poll(&pod, &ctx, &key, &workload_id, &t).await
 }
 
-/// ConfigMaps and Secrets the pod names, read one by one (the daemon may not list Secrets).
-async fn fetch_objects(pod: &Pod, ctx: &Context) -> Result<Objects, kube::Error> {
-    let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let refs = resolve::references(pod);
-    let mut objects = Objects::default();
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.kube.clone(), &ns);
-    for name in &refs.config_maps {
-        if let Some(cm) = cms.get_opt(name).await? {
-            objects.config_maps.insert(name.clone(), cm);
-        }
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    for name in &refs.secrets {
-        if let Some(s) = secrets.get_opt(name).await? {
-            objects.secrets.insert(name.clone(), s);
-        }
-    }
-    Ok(objects)
-}
-
 async fn translate(
     pod: &Pod,
     ctx: &Context,
@@ -160,7 +140,7 @@ async fn create(
     t: &Tracked,
 ) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
-    let objects = match fetch_objects(pod, ctx).await {
+    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
         Ok(o) => o,
         Err(e) => {
             return transient(
@@ -262,7 +242,7 @@ async fn update(
     t: &Tracked,
 ) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
-    let objects = match fetch_objects(pod, ctx).await {
+    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
         Ok(o) => o,
         Err(e) => {
             return transient(
@@ -457,6 +437,7 @@ async fn write_status(pod: &Pod, ctx: &Context, new: PodStatus) -> Result<(), Re
     if !status::differs(pod, &new) {
         return Ok(());
     }
+    tracing::warn!(pod = %pod.name_any(), old = %serde_json::to_string(&pod.status).unwrap_or_default(), new = %serde_json::to_string(&new).unwrap_or_default(), "DIAG status write");
     let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &pod.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": new });
     match api

@@ -6,6 +6,7 @@ mod faults;
 mod leader;
 mod lifecycle;
 mod node_lease;
+mod policy_diff;
 mod restart;
 
 /// Every test ends with this: nothing the daemon needed was refused by its RBAC.
