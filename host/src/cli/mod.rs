@@ -2,6 +2,8 @@
 
 mod policy;
 mod policy_diff;
+#[cfg(test)]
+mod reference;
 mod run;
 mod translate;
 

@@ -9,8 +9,8 @@ use vk_stackpath::policy::{PolicyError, precompile};
 use vk_stackpath::resolve::Objects;
 use vk_stackpath::translation::{self, Placement, TranslateError};
 
-use super::PolicyArgs;
 use super::policy_diff::{self, DiffArgs};
+use super::{PolicyArgs, SandboxArgs};
 
 /// Pods every policy is tried on by `policy check`: the golden fixtures' simplest and fullest.
 const SAMPLES: &[(&str, &str)] = &[
@@ -44,7 +44,7 @@ pub enum PolicyCommand {
         /// The policy (`.wasm` or `.cwasm`).
         file: PathBuf,
         #[command(flatten)]
-        policy: PolicyArgs,
+        sandbox: SandboxArgs,
     },
     /// Precompile a policy for this daemon, so that it loads in milliseconds.
     #[command(
@@ -57,7 +57,7 @@ pub enum PolicyCommand {
         #[arg(short, long)]
         output: PathBuf,
         #[command(flatten)]
-        policy: PolicyArgs,
+        sandbox: SandboxArgs,
     },
     /// Before swapping policies: how the workload of each pod on a node would change.
     Diff(Box<DiffArgs>),
@@ -76,19 +76,19 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
             println!("description: {}", info.description);
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Check { file, mut policy } => {
-            policy.policy = Some(file);
-            check(&policy)
-        }
+        PolicyCommand::Check { file, sandbox } => check(&PolicyArgs {
+            policy: Some(file),
+            sandbox,
+        }),
         PolicyCommand::Compile {
             file,
             output,
-            policy,
+            sandbox,
         } => {
             let bytes =
                 std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let started = Instant::now();
-            let compiled = precompile(&bytes, &policy.limits())
+            let compiled = precompile(&bytes, &sandbox.limits())
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             std::fs::write(&output, &compiled)
                 .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
