@@ -105,11 +105,14 @@ pub fn vk_stackpath() -> Result<PathBuf> {
 }
 
 /// `examples/policies/rust-strict`, built for wasm32-wasip2 by its own cargo project (it is not
-/// a workspace member: a policy is a project of its own) into `<target>/guest`.
+/// a workspace member: a policy is a project of its own) into `<target>/guest-examples`. Not
+/// `<target>/guest`, where the daemon's build script builds the embedded default policy: this
+/// project builds `guest-default` too (as a library, without its `component` feature), and its
+/// `guest_default.wasm` would replace the real one there.
 pub fn rust_strict() -> Result<PathBuf> {
     static WASM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     once(&WASM, || {
-        let target = target_dir().join("guest");
+        let target = target_dir().join("guest-examples");
         let manifest = workspace_root().join("examples/policies/rust-strict/Cargo.toml");
         run(
             cargo()

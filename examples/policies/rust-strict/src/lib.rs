@@ -1,6 +1,6 @@
 //! An example custom policy for vk-stackpath, written against `wit/policy.wit` with
-//! wit-bindgen. It reuses the default mapping (the `guest-default` crate) and then adjusts its
-//! output:
+//! wit-bindgen. It reuses the default mapping (the `guest-default` crate, as a library without
+//! its `component` feature) and then adjusts its output:
 //!
 //! - every container runs one StackPath size above the one the default policy picks
 //!   (SP-8 stays SP-8), for headroom;
@@ -10,30 +10,13 @@
 
 mod strict;
 
-// The default policy's mapping, compiled into this component so that its output can be
-// adjusted. It is included by path rather than as the `guest-default` dependency because that
-// crate, built for wasm32, also exports the `translator` interface itself, and two exports of
-// one interface cannot be linked into one component. (Once guest-default gates its exports
-// behind a default feature, this becomes `guest-default = { path, default-features = false }`.)
-#[path = "../../../../guest-default/src/api.rs"]
-mod api;
-#[path = "../../../../guest-default/src/input.rs"]
-mod input;
-#[path = "../../../../guest-default/src/mapping/mod.rs"]
-mod mapping;
-#[path = "../../../../guest-default/src/output.rs"]
-mod output;
-#[path = "../../../../guest-default/src/quantity.rs"]
-mod quantity;
-#[path = "../../../../guest-default/src/sizing.rs"]
-mod sizing;
-
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "policy",
 });
 
 use exports::stackpath::policy::translator::Guest;
+use guest_default::api;
 use stackpath::policy::log::{Level, log};
 use stackpath::policy::types::{Context, PolicyInfo, Rejection, Translation, Violation, Warning};
 

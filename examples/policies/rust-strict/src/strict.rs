@@ -1,8 +1,8 @@
 //! The strict rules, applied to the default policy's output. Plain Rust, no bindings: the
 //! rules could be unit-tested natively.
 
-use crate::api::{Context, Finding, Translation, Violations};
-use crate::sizing::SIZES;
+use guest_default::api::{Context, Finding, Translation, Violations};
+use guest_default::sizing::SIZES;
 use serde_json::{Map, Value};
 
 /// The pod annotation that asks StackPath for remote management (MAPPING.md).
@@ -12,7 +12,7 @@ pub const STRICT_NAMESPACE: &str = "ops";
 
 pub fn translate(pod: &str, ctx: &Context) -> Result<Translation, Violations> {
     let ours = namespace_rule(pod);
-    let mut t = match crate::mapping::translate(pod, ctx) {
+    let mut t = match guest_default::translate(pod, ctx) {
         // Report every reason at once: the default mapping's and ours.
         Err(mut theirs) => {
             theirs.extend(ours);

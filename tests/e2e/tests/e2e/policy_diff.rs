@@ -19,11 +19,11 @@ fn target_dir() -> PathBuf {
 }
 
 /// examples/policies/rust-strict built as tests/policies builds it (same target dir, so one
-/// build serves both).
+/// build serves both; not `<target>/guest`, whose `guest_default.wasm` is the daemon's).
 fn rust_strict() -> &'static PathBuf {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let target = target_dir().join("guest");
+        let target = target_dir().join("guest-examples");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         for var in [
             "RUSTFLAGS",
