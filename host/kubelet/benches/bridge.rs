@@ -93,6 +93,50 @@ async fn kubelet_ws_rtt(tls: Arc<rustls::ClientConfig>, addr: std::net::SocketAd
     median(times)
 }
 
+async fn kubelet_spdy_rtt(tls: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> Duration {
+    use spdy3::{Headers, Session};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tls_connect(tls, addr).await;
+    let req = format!(
+        "POST /exec/default/web/app?command=cat&stdin=true&stdout=true HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+         Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v5.channel.k8s.io\r\n\
+         Content-Length: 0\r\n\r\n",
+        addr.port()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    // Byte by byte: SPDY frames may follow the head at once.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(conn.read(&mut b).await.unwrap(), 1, "SPDY upgrade answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (session, _incoming) = Session::client(conn, spdy3::Config::default());
+    let open = |kind: &str, fin: bool| {
+        session
+            .open_stream(Headers::new().with("streamtype", kind), fin)
+            .unwrap()
+    };
+    let _error = open("error", true);
+    let mut stdin = open("stdin", false);
+    let mut stdout = open("stdout", true);
+    let mut times = Vec::new();
+    for _ in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        stdin.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 64];
+        assert!(stdout.read(&mut b).await.unwrap() > 0, "stdout ended");
+        times.push(t.elapsed());
+    }
+    session.abort();
+    median(times)
+}
+
 async fn kubelet_logs(
     tls: Arc<rustls::ClientConfig>,
     addr: std::net::SocketAddr,
@@ -151,9 +195,12 @@ async fn main() {
 
     let direct = direct_ssh_rtt(&emu, &echo.instance_name).await;
     let through = kubelet_ws_rtt(tls.clone(), kubelet.addr).await;
+    let spdy = kubelet_spdy_rtt(tls.clone(), kubelet.addr).await;
+    let ratio = |d: Duration| d.as_secs_f64() / direct.as_secs_f64();
     println!(
-        "exec round trip (median of {ROUND_TRIPS}): direct SSH {direct:?}, through kubelet API (WebSocket v5) {through:?}, ratio {:.2}",
-        through.as_secs_f64() / direct.as_secs_f64()
+        "exec round trip (median of {ROUND_TRIPS}): direct SSH {direct:?}, through kubelet API: WebSocket v5 {through:?} (ratio {:.2}), SPDY/3.1 v5 {spdy:?} (ratio {:.2})",
+        ratio(through),
+        ratio(spdy)
     );
 
     let t = Instant::now();
