@@ -7,6 +7,10 @@
 //!   baseline measured in the same run.
 //! - `policy_load/compile` and `policy_load/load_cwasm`: loading the default policy from its
 //!   `.wasm` (Cranelift compile) and from a `.cwasm` made by `policy compile`.
+//! - `policy_custom/<file>`: each policy named in `VK_BENCH_POLICY` (comma-separated `.wasm`
+//!   or `.cwasm` paths, e.g. the examples of `examples/policies`) through the engine, as
+//!   `policy/wasm`, on the minimal fixture (custom policies need not take every feature). Empty
+//!   when the variable is unset. `policy_custom/<file>/instantiate`: the fresh instance alone.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use vk_stackpath::manifest;
@@ -123,5 +127,47 @@ fn parts(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translate, parts, load);
+const MINIMAL_POD: &str = include_str!("../tests/golden/minimal.pod.yaml");
+
+fn custom(c: &mut Criterion) {
+    let Ok(list) = std::env::var("VK_BENCH_POLICY") else {
+        return;
+    };
+    let mut pod = manifest::read_pod("minimal", MINIMAL_POD).unwrap();
+    pod.bind("stackpath-edge-provider-dfw");
+    let ctx = CallContext {
+        node_name: "stackpath-edge-provider-dfw".into(),
+        city_code: "DFW".into(),
+        stack_id: "bench".into(),
+        env: Vec::new(),
+    };
+    let mut g = c.benchmark_group("policy_custom");
+    for path in list.split(',').filter(|p| !p.is_empty()) {
+        let path = std::path::Path::new(path);
+        let engine = PolicyEngine::from_file(
+            path,
+            Limits {
+                cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+                ..Limits::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("VK_BENCH_POLICY: {e}"));
+        // A policy that refuses the fixture would be measured on its error path.
+        engine.translate(&pod.json, &ctx).unwrap();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("policy");
+        g.bench_function(name, |b| {
+            b.iter(|| engine.translate(&pod.json, &ctx).unwrap())
+        });
+        // Of which: a fresh instance (copy-on-write memory from the pre-instantiated component).
+        g.bench_function(format!("{name}/instantiate"), |b| {
+            b.iter(|| vk_stackpath::policy::parts::instantiate(&engine).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, translate, parts, load, custom);
 criterion_main!(benches);
