@@ -9,7 +9,6 @@ use bytes::Bytes;
 use russh::client::{self, AuthResult};
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::{ConsoleConfig, HostKeyPolicy};
@@ -29,40 +28,9 @@ pub struct TermSize {
 #[derive(Debug)]
 pub struct ExecIo {
     pub stdin: Option<mpsc::Receiver<Bytes>>,
-    pub stdout: Option<Output>,
-    pub stderr: Option<Output>,
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
     pub resize: Option<mpsc::Receiver<TermSize>>,
-}
-
-/// A byte stream the console can write into directly; its owner closes it after the exec.
-pub type SharedWriter = Arc<tokio::sync::Mutex<dyn AsyncWrite + Send + Unpin>>;
-
-/// Where the console puts a command's output.
-pub enum Output {
-    /// A channel the transport drains (closed when the session ends).
-    Channel(mpsc::Sender<Bytes>),
-    /// Written in place, without a task in between: each hop between tasks is a wake-up on
-    /// the keystroke → echo path.
-    Writer(SharedWriter),
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Channel(_) => "Output::Channel",
-            Self::Writer(_) => "Output::Writer",
-        })
-    }
-}
-
-impl Output {
-    /// Delivers `data`; `Err` when the client side is gone.
-    async fn send(&self, data: Bytes) -> Result<(), ()> {
-        match self {
-            Self::Channel(tx) => tx.send(data).await.map_err(|_| ()),
-            Self::Writer(w) => w.lock().await.write_all(&data).await.map_err(|_| ()),
-        }
-    }
 }
 
 /// How the remote command ended.
@@ -318,15 +286,15 @@ pub async fn exec(
         tokio::select! {
             msg = rd.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    if let Some(out) = &io.stdout
-                        && out.send(data).await.is_err() {
+                    if let Some(tx) = &io.stdout
+                        && tx.send(data).await.is_err() {
                         break;
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    let out = io.stderr.as_ref().or(io.stdout.as_ref());
-                    if let Some(out) = out
-                        && out.send(data).await.is_err() {
+                    let tx = io.stderr.as_ref().or(io.stdout.as_ref());
+                    if let Some(tx) = tx
+                        && tx.send(data).await.is_err() {
                         break;
                     }
                 }

@@ -1,6 +1,5 @@
 //! Exec over SPDY/3.1: the 101 answer, then one SPDY stream per channel.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::Exec;
 use super::protocol::{self, Protocol};
-use crate::console::{ExecIo, Output, SharedWriter, TermSize};
+use crate::console::{ExecIo, TermSize};
 use crate::state::text;
 
 /// How long the client has to open its streams (the kubelet's streamCreationTimeout).
@@ -164,23 +163,32 @@ where
         }));
         rx
     });
-    // The console writes into the SPDY streams itself (they only queue frames for the
-    // session's writer); they are closed here once the command is over.
-    let shared = |st: Option<SpdyStream>| st.map(|st| Arc::new(tokio::sync::Mutex::new(st)));
-    let stdout = shared(s.stdout.take());
-    let stderr = shared(s.stderr.take());
-    let as_output = |w: &Option<Arc<tokio::sync::Mutex<SpdyStream>>>| {
-        w.clone().map(|w| Output::Writer(w as SharedWriter))
+    let mut writers = Vec::new();
+    let mut out = |st: Option<SpdyStream>| {
+        st.map(|mut st| {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+            writers.push(tokio::spawn(async move {
+                while let Some(b) = rx.recv().await {
+                    if st.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = st.shutdown().await;
+            }));
+            tx
+        })
     };
+    let stdout = out(s.stdout.take());
+    let stderr = out(s.stderr.take());
     let io = ExecIo {
         stdin,
-        stdout: as_output(&stdout),
-        stderr: as_output(&stderr),
+        stdout,
+        stderr,
         resize,
     };
     let result = exec.run(io).await;
-    for w in [stdout, stderr].into_iter().flatten() {
-        let _ = w.lock().await.shutdown().await;
+    for w in writers {
+        let _ = w.await;
     }
     for t in tasks {
         t.abort();
