@@ -146,6 +146,7 @@ pub async fn rotate(
                 )
             })
             .unwrap_or(Duration::from_secs(60));
+        tracing::debug!(?delay, "next serving certificate renewal");
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use russh::client::{self, AuthResult};
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::{ConsoleConfig, HostKeyPolicy};
@@ -23,14 +24,75 @@ pub struct TermSize {
     pub height: u16,
 }
 
-/// The streams of one exec, transport-neutral. A closed `stdin` receiver is stdin EOF; a
-/// dropped output receiver (client gone) ends the session.
+/// The streams of one exec, transport-neutral. A closed stdin is stdin EOF; a dropped output
+/// receiver (client gone) ends the session.
 #[derive(Debug)]
 pub struct ExecIo {
-    pub stdin: Option<mpsc::Receiver<Bytes>>,
-    pub stdout: Option<mpsc::Sender<Bytes>>,
-    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub stdin: Option<Input>,
+    pub stdout: Option<Output>,
+    pub stderr: Option<Output>,
     pub resize: Option<mpsc::Receiver<TermSize>>,
+}
+
+/// Where the console takes stdin from.
+pub enum Input {
+    /// Chunks from the transport; closed = EOF.
+    Channel(mpsc::Receiver<Bytes>),
+    /// A byte stream read in place (no task in between); end of stream or an error = EOF.
+    Reader(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Channel(_) => "Input::Channel",
+            Self::Reader(_) => "Input::Reader",
+        })
+    }
+}
+
+/// The next stdin chunk, `None` at EOF (never resolves without stdin). Cancel-safe: a read
+/// that has not completed has consumed nothing.
+async fn next_input(input: &mut Option<Input>, buf: &mut [u8]) -> Option<Bytes> {
+    match input {
+        Some(Input::Channel(rx)) => rx.recv().await,
+        Some(Input::Reader(r)) => match r.read(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A byte stream the console can write into directly; its owner closes it after the exec.
+pub type SharedWriter = Arc<tokio::sync::Mutex<dyn AsyncWrite + Send + Unpin>>;
+
+/// Where the console puts a command's output.
+pub enum Output {
+    /// A channel the transport drains (closed when the session ends).
+    Channel(mpsc::Sender<Bytes>),
+    /// Written in place, without a task in between: each hop between tasks is a wake-up on
+    /// the keystroke → echo path.
+    Writer(SharedWriter),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Channel(_) => "Output::Channel",
+            Self::Writer(_) => "Output::Writer",
+        })
+    }
+}
+
+impl Output {
+    /// Delivers `data`; `Err` when the client side is gone.
+    async fn send(&self, data: Bytes) -> Result<(), ()> {
+        match self {
+            Self::Channel(tx) => tx.send(data).await.map_err(|_| ()),
+            Self::Writer(w) => w.lock().await.write_all(&data).await.map_err(|_| ()),
+        }
+    }
 }
 
 /// How the remote command ended.
@@ -281,20 +343,21 @@ pub async fn exec(
     // before the command exists could be lost.
     let mut started = false;
     let mut stdin_open = io.stdin.is_some();
+    let mut stdin_buf = vec![0u8; 32 << 10];
     let mut resize_open = io.resize.is_some();
     loop {
         tokio::select! {
             msg = rd.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    if let Some(tx) = &io.stdout
-                        && tx.send(data).await.is_err() {
+                    if let Some(out) = &io.stdout
+                        && out.send(data).await.is_err() {
                         break;
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                    let tx = io.stderr.as_ref().or(io.stdout.as_ref());
-                    if let Some(tx) = tx
-                        && tx.send(data).await.is_err() {
+                    let out = io.stderr.as_ref().or(io.stdout.as_ref());
+                    if let Some(out) = out
+                        && out.send(data).await.is_err() {
                         break;
                     }
                 }
@@ -314,7 +377,7 @@ pub async fn exec(
                 Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
             },
-            chunk = recv_opt(&mut io.stdin), if stdin_open && started => match chunk {
+            chunk = next_input(&mut io.stdin, &mut stdin_buf), if stdin_open && started => match chunk {
                 Some(data) => {
                     if wr.data_bytes(data).await.is_err() {
                         break;

@@ -1,10 +1,10 @@
 //! Exec over SPDY/3.1: the 101 answer, then one SPDY stream per channel.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use spdy3::{Headers, RstStatus, Session, SpdyStream};
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::Exec;
 use super::protocol::{self, Protocol};
-use crate::console::{ExecIo, TermSize};
+use crate::console::{ExecIo, Input, Output, SharedWriter, TermSize};
 use crate::state::text;
 
 /// How long the client has to open its streams (the kubelet's streamCreationTimeout).
@@ -120,23 +120,11 @@ where
     drop(incoming);
 
     let mut tasks = Vec::new();
-    let stdin = s.stdin.take().map(|mut st| {
-        let (tx, rx) = mpsc::channel::<Bytes>(8);
-        tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 << 10];
-            loop {
-                match st.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }));
-        rx
-    });
+    // The console reads stdin from its SPDY stream itself: no task in between.
+    let stdin = s
+        .stdin
+        .take()
+        .map(|st| Input::Reader(Box::new(st) as Box<dyn tokio::io::AsyncRead + Send + Unpin>));
     let resize = s.resize.take().map(|mut st| {
         let (tx, rx) = mpsc::channel::<TermSize>(4);
         tasks.push(tokio::spawn(async move {
@@ -163,32 +151,23 @@ where
         }));
         rx
     });
-    let mut writers = Vec::new();
-    let mut out = |st: Option<SpdyStream>| {
-        st.map(|mut st| {
-            let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-            writers.push(tokio::spawn(async move {
-                while let Some(b) = rx.recv().await {
-                    if st.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = st.shutdown().await;
-            }));
-            tx
-        })
+    // The console writes into the SPDY streams itself (they only queue frames for the
+    // session's writer); they are closed here once the command is over.
+    let shared = |st: Option<SpdyStream>| st.map(|st| Arc::new(tokio::sync::Mutex::new(st)));
+    let stdout = shared(s.stdout.take());
+    let stderr = shared(s.stderr.take());
+    let as_output = |w: &Option<Arc<tokio::sync::Mutex<SpdyStream>>>| {
+        w.clone().map(|w| Output::Writer(w as SharedWriter))
     };
-    let stdout = out(s.stdout.take());
-    let stderr = out(s.stderr.take());
     let io = ExecIo {
         stdin,
-        stdout,
-        stderr,
+        stdout: as_output(&stdout),
+        stderr: as_output(&stderr),
         resize,
     };
     let result = exec.run(io).await;
-    for w in writers {
-        let _ = w.await;
+    for w in [stdout, stderr].into_iter().flatten() {
+        let _ = w.lock().await.shutdown().await;
     }
     for t in tasks {
         t.abort();

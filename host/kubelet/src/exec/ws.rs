@@ -4,12 +4,13 @@
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Exec;
 use super::protocol::{self, Protocol, SUPPORTED};
-use crate::console::{ExecIo, TermSize};
+use crate::console::{ExecIo, Input, Output, TermSize};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -37,19 +38,15 @@ async fn run(socket: WebSocket, exec: Exec) {
         .and_then(|p| p.to_str().ok())
         .and_then(Protocol::from_name)
         .unwrap_or(Protocol::V1);
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
+    let (sink, mut stream) = socket.split();
     let o = &exec.options;
+    // The console's output channels are read by the writer itself (no forwarding task in
+    // between: every task hop is a wake-up on the keystroke → echo path).
+    let (stdout_tx, stdout_rx) = out_channel(o.stdout);
+    let (stderr_tx, stderr_rx) = out_channel(o.stderr);
+    let (end_tx, end_rx) = oneshot::channel::<Option<Vec<u8>>>();
+    let writer = tokio::spawn(write_loop(sink, stdout_rx, stderr_rx, end_rx));
+
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(8);
     let (resize_tx, resize_rx) = mpsc::channel::<TermSize>(4);
     let reader = tokio::spawn(async move {
@@ -66,7 +63,7 @@ async fn run(socket: WebSocket, exec: Exec) {
             match ch {
                 STDIN => {
                     if let Some(tx) = &stdin_tx
-                        && tx.send(Bytes::copy_from_slice(rest)).await.is_err()
+                        && tx.send(data.slice(1..)).await.is_err()
                     {
                         stdin_tx = None;
                     }
@@ -84,47 +81,72 @@ async fn run(socket: WebSocket, exec: Exec) {
         }
     });
 
-    let mut forwarders = Vec::new();
-    let mut out = |wanted: bool, channel: u8| {
-        wanted.then(|| {
-            let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-            let out_tx = out_tx.clone();
-            forwarders.push(tokio::spawn(async move {
-                while let Some(b) = rx.recv().await {
-                    if out_tx.send(frame(channel, &b)).await.is_err() {
-                        return;
-                    }
-                }
-            }));
-            tx
-        })
-    };
-    let stdout = out(o.stdout, STDOUT);
-    let stderr = out(o.stderr, STDERR);
     let io = ExecIo {
-        stdin: o.stdin.then_some(stdin_rx),
-        stdout,
-        stderr,
+        stdin: o.stdin.then_some(Input::Channel(stdin_rx)),
+        stdout: stdout_tx.map(Output::Channel),
+        stderr: stderr_tx.map(Output::Channel),
         resize: (o.tty && proto.supports_resize()).then_some(resize_rx),
     };
     let result = exec.run(io).await;
-    for f in forwarders {
-        let _ = f.await;
-    }
     let msg = match &result {
         Ok(outcome) => protocol::exit_message(proto, &exec.options.command, outcome),
         Err(m) => Some(protocol::failure_message(proto, m)),
     };
-    if let Some(m) = msg {
-        let _ = out_tx.send(frame(ERROR, &m)).await;
+    // The writer drains stdout and stderr first, then sends the status and the close.
+    let _ = end_tx.send(msg);
+    let _ = writer.await;
+    reader.abort();
+}
+
+fn out_channel(wanted: bool) -> (Option<mpsc::Sender<Bytes>>, Option<mpsc::Receiver<Bytes>>) {
+    if wanted {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
     }
-    let _ = out_tx
+}
+
+/// Writes stdout and stderr as they come; once both are closed (the session is over), the
+/// error-channel message from `end` and a normal close.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stdout: Option<mpsc::Receiver<Bytes>>,
+    mut stderr: Option<mpsc::Receiver<Bytes>>,
+    end: oneshot::Receiver<Option<Vec<u8>>>,
+) {
+    while stdout.is_some() || stderr.is_some() {
+        let (channel, next) = tokio::select! {
+            b = recv_opt(&mut stdout) => (STDOUT, b),
+            b = recv_opt(&mut stderr) => (STDERR, b),
+        };
+        match next {
+            Some(b) => {
+                if sink.send(frame(channel, &b)).await.is_err() {
+                    return;
+                }
+            }
+            None if channel == STDOUT => stdout = None,
+            None => stderr = None,
+        }
+    }
+    if let Ok(Some(m)) = end.await
+        && sink.send(frame(ERROR, &m)).await.is_err()
+    {
+        return;
+    }
+    let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code: 1000,
             reason: "".into(),
         })))
         .await;
-    drop(out_tx);
-    let _ = writer.await;
-    reader.abort();
+    let _ = sink.close().await;
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
