@@ -46,6 +46,9 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node daemon: register the virtual node and run its pods on StackPath.
+    // A flag given twice takes the last value, as kube components do, so an overlay can append
+    // to a Deployment's args instead of rewriting them.
+    #[command(args_override_self = true)]
     Run(Box<run::RunArgs>),
     /// Translate a Pod into the StackPath workload that would be created for it.
     Translate(translate::TranslateArgs),

@@ -73,17 +73,21 @@ pub struct RunArgs {
     /// Poll StackPath this often while a pod is changing.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     status_fast_interval: Duration,
-    /// Poll StackPath at most this often once a pod is settled.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// Poll StackPath this often once a pod is settled (Running and ready, or finished): the
+    /// longest a change made at StackPath alone (a crash, a restart) takes to show. The
+    /// steady-state cost is one call per pod per interval.
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
     status_settled_interval: Duration,
     /// How long a workload whose pod is gone is kept before it is deleted.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     orphan_grace: Duration,
-    /// StackPath requests per second (client-side rate limit shared by all pods).
-    #[arg(long, default_value_t = 50.0)]
+    /// StackPath requests per second (client-side rate limit shared by all pods; StackPath's
+    /// own 429 answers are honoured on top). A new pod costs about two calls (create, first
+    /// status), so 1,000 pods at once need ~70/s to run within 30 s.
+    #[arg(long, default_value_t = 100.0)]
     stackpath_qps: f64,
     /// StackPath request burst.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 200)]
     stackpath_burst: u32,
     /// Elect a leader on a Lease so that only one replica acts.
     #[arg(long)]

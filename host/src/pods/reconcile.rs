@@ -30,6 +30,9 @@ pub enum ReconcileError {
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often in a row, and for how long at most each time, a settled pod's poll yields.
+const MAX_DEFERRALS: u32 = 3;
+const DEFER_FOR: Duration = Duration::from_secs(5);
 
 fn identity(pod: &Pod, ctx: &Context) -> Identity {
     Identity {
@@ -328,6 +331,20 @@ async fn poll(
     t: &Tracked,
 ) -> Result<Action, ReconcileError> {
     let pacing = ctx.pacing();
+    // A settled pod's re-check can wait while the rate limit is exhausted (pods being created,
+    // pods changing): it steps aside a few times, never indefinitely, rather than queue in
+    // front of them. Polls of changing pods queue: they carry the status lag.
+    if t.interval > ctx.timing.fast
+        && t.deferrals < MAX_DEFERRALS
+        && ctx.stackpath.is_rate_limited()
+    {
+        let wait = pacing.jitter(t.interval.min(DEFER_FOR));
+        ctx.tracker.with(key, ctx.timing.fast, |t| {
+            t.deferrals += 1;
+            t.next_poll = Instant::now() + wait;
+        });
+        return Ok(Action::requeue(wait));
+    }
     let instances = match ctx.stackpath.list_all_instances(workload_id).await {
         Ok(list) => list,
         Err(e) if e.is_not_found() => return workload_gone(pod, ctx, key, workload_id).await,
@@ -360,6 +377,7 @@ async fn poll(
         t.interval = interval;
         t.next_poll = Instant::now() + wait;
         t.failures = 0;
+        t.deferrals = 0;
         t.has_instance = instance.is_some();
         if instance_name.is_some() {
             t.instance_name = instance_name;
@@ -437,7 +455,6 @@ async fn write_status(pod: &Pod, ctx: &Context, new: PodStatus) -> Result<(), Re
     if !status::differs(pod, &new) {
         return Ok(());
     }
-    tracing::warn!(pod = %pod.name_any(), old = %serde_json::to_string(&pod.status).unwrap_or_default(), new = %serde_json::to_string(&new).unwrap_or_default(), "DIAG status write");
     let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &pod.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": new });
     match api

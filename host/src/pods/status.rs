@@ -349,6 +349,22 @@ pub fn pending(pod: &Pod, reason: &str, message: &str, host_ip: &str) -> PodStat
 /// Whether writing `new` would change what the API server holds (ignoring fields we do not own).
 pub fn differs(pod: &Pod, new: &PodStatus) -> bool {
     let current = pod.status.clone().unwrap_or_default();
+    // The API server stores an absent container state as `{}`: compare them as equal, or
+    // every poll of an unchanged pod would write its status again.
+    let states = |c: &Option<Vec<ContainerStatus>>| {
+        c.clone().map(|v| {
+            v.into_iter()
+                .map(|mut c| {
+                    for s in [&mut c.state, &mut c.last_state] {
+                        if s.as_ref().is_none_or(|s| *s == ContainerState::default()) {
+                            *s = None;
+                        }
+                    }
+                    c
+                })
+                .collect()
+        })
+    };
     let owned = |s: &PodStatus| PodStatus {
         phase: s.phase.clone(),
         conditions: s.conditions.clone(),
@@ -359,8 +375,8 @@ pub fn differs(pod: &Pod, new: &PodStatus) -> bool {
         start_time: s.start_time.clone(),
         reason: s.reason.clone(),
         message: s.message.clone(),
-        container_statuses: s.container_statuses.clone(),
-        init_container_statuses: s.init_container_statuses.clone(),
+        container_statuses: states(&s.container_statuses),
+        init_container_statuses: states(&s.init_container_statuses),
         ..PodStatus::default()
     };
     serde_json::to_value(owned(&current)).ok() != serde_json::to_value(owned(new)).ok()
@@ -450,6 +466,21 @@ mod tests {
         assert!(differs(&p, &s));
         // Written back, the same instance changes nothing.
         p.status = Some(s);
+        let again = from_instance(&p, Some(&running()), "192.0.2.1");
+        assert!(!differs(&p, &again));
+    }
+
+    #[test]
+    fn status_as_the_api_server_returns_it_is_not_rewritten() {
+        let mut p = pod();
+        let s = from_instance(&p, Some(&running()), "192.0.2.1");
+        // What a GET returns after our write: absent container states as `{}`, a QoS class.
+        let mut stored = serde_json::to_value(&s).unwrap();
+        for c in stored["containerStatuses"].as_array_mut().unwrap() {
+            c["lastState"] = serde_json::json!({});
+        }
+        stored["qosClass"] = "BestEffort".into();
+        p.status = Some(serde_json::from_value(stored).unwrap());
         let again = from_instance(&p, Some(&running()), "192.0.2.1");
         assert!(!differs(&p, &again));
     }

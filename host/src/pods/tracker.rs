@@ -28,6 +28,8 @@ pub struct Tracked {
     pub transient_reported: bool,
     /// Consecutive transient failures, for backoff.
     pub failures: u32,
+    /// Polls of this settled pod put off in a row because the rate limit was exhausted.
+    pub deferrals: u32,
     /// When deletion began (bounded by the pod's grace period).
     pub deleting_since: Option<Instant>,
     /// The instance is running (for the kubelet API: logs and exec need an instance).
@@ -46,6 +48,7 @@ impl Tracked {
             finished: false,
             transient_reported: false,
             failures: 0,
+            deferrals: 0,
             deleting_since: None,
             has_instance: false,
         }
@@ -60,19 +63,23 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    /// The next interval after a poll: fast while changing, doubling once settled.
+    /// The next interval after a poll: fast while changing; once settled, one look soon after
+    /// (a container that crashes right after starting), then four times longer each time up
+    /// to `settled`, so a new pod costs few calls on its way to the steady rate.
     pub fn next(&self, previous: Duration, changed: bool, settled: bool) -> Duration {
-        if changed || !settled {
-            self.fast
-        } else {
-            (previous * 2).clamp(self.fast, self.settled)
+        let step = |d: Duration| (d * 4).clamp(self.fast, self.settled);
+        match (settled, changed) {
+            (false, _) => self.fast,
+            (true, true) => step(self.fast),
+            (true, false) => step(previous),
         }
     }
 
-    /// Up to +10% (at least 0–100 ms), so pods created together spread out.
+    /// ±10% (at least ±50 ms), so pods created together spread out; symmetric, so the mean
+    /// interval (and the steady-state call rate) is the configured one.
     pub fn jitter(&self, d: Duration) -> Duration {
-        let spread = (d / 10).max(Duration::from_millis(100));
-        d + rand::rng().random_range(Duration::ZERO..spread)
+        let half = (d / 10).max(Duration::from_millis(50));
+        (d + rand::rng().random_range(Duration::ZERO..half * 2)).saturating_sub(half)
     }
 }
 
@@ -157,9 +164,18 @@ mod tests {
             d = p.next(d, false, true);
         }
         assert_eq!(d, Duration::from_secs(60));
-        assert_eq!(p.next(d, true, true), p.fast);
+        assert_eq!(
+            p.next(d, true, true),
+            Duration::from_secs(4),
+            "settled after a change"
+        );
+        assert_eq!(
+            p.next(Duration::from_secs(4), false, true),
+            Duration::from_secs(16)
+        );
+        assert_eq!(p.next(d, true, false), p.fast);
         assert_eq!(p.next(d, false, false), p.fast);
         let j = p.jitter(Duration::from_secs(60));
-        assert!(j >= Duration::from_secs(60) && j < Duration::from_secs(66));
+        assert!(j >= Duration::from_secs(54) && j < Duration::from_secs(66));
     }
 }

@@ -167,6 +167,16 @@ impl Client {
         })
     }
 
+    /// Whether the client-side rate limit is exhausted, i.e. a call made now would wait.
+    /// Callers with work that can wait (re-checking a settled pod) use it to step aside for
+    /// calls that cannot.
+    pub fn is_rate_limited(&self) -> bool {
+        self.inner
+            .limiter
+            .as_ref()
+            .is_some_and(TokenBucket::is_exhausted)
+    }
+
     /// The stack this client works in.
     pub fn stack_id(&self) -> &str {
         &self.inner.stack_id

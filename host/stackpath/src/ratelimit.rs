@@ -76,6 +76,15 @@ impl TokenBucket {
         }
     }
 
+    /// Whether a request made now would have to wait for a token (none is left).
+    pub(crate) fn is_exhausted(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = Instant::now()
+            .saturating_duration_since(s.last)
+            .as_secs_f64();
+        (s.tokens + elapsed * self.rate).min(self.burst) < 1.0
+    }
+
     /// Waits for a token.
     pub(crate) async fn acquire(&self) {
         let wait = self.reserve();
@@ -92,6 +101,20 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_while_waiters_are_queued() {
+        let bucket = TokenBucket::new(RateLimit {
+            per_second: 10.0,
+            burst: 2,
+        });
+        assert!(!bucket.is_exhausted());
+        bucket.acquire().await;
+        bucket.acquire().await;
+        assert!(bucket.is_exhausted(), "both tokens taken");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!bucket.is_exhausted(), "one token back after 1/rate");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn burst_then_steady_rate() {

@@ -217,7 +217,10 @@ impl Env {
         if let Some(key) = &self.emulator.ssh_host_key_openssh {
             cmd.args(["--console-host-key", key.trim()]);
         }
-        cmd.args(["--log", "info,vk_stackpath=debug"])
+        // Benchmarks set E2E_DAEMON_LOG=info: debug logs of thousands of pods cost CPU.
+        let log =
+            std::env::var("E2E_DAEMON_LOG").unwrap_or_else(|_| "info,vk_stackpath=debug".into());
+        cmd.args(["--log", &log])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.dir)

@@ -173,6 +173,11 @@ impl RunningEmulator {
         self.shared.faults.get()
     }
 
+    /// Call counters by route and status (same as `GET /_emulator/stats`).
+    pub fn stats(&self) -> serde_json::Value {
+        self.shared.stats.snapshot()
+    }
+
     /// Replace the fault settings (same as `PUT /_emulator/faults`).
     pub fn set_faults(&self, faults: Faults) {
         self.shared.faults.set(faults);

@@ -1,17 +1,26 @@
 //! Scale benchmark of `vk-stackpath run` (issue 13's figures), printing them:
 //!
-//!   cargo run -p e2e-tests --bin scale -- [--pods 1000] [--latency-ms 50] [--steady-secs 120] [--scheduler]
+//!   E2E_DAEMON_LOG=info cargo run -p e2e-tests --bin scale -- \
+//!       [--pods 1000] [--latency-ms 50] [--steady-secs 120] [--scheduler] [--daemon-arg ARG]...
 //!
-//! Real control plane, emulator with added latency, the daemon as built (debug unless the
-//! target dir holds a release build first: the figures are pessimistic). Reports: time until
-//! every pod is Running, status lag (instance start → pod Running as seen by a watcher),
-//! steady-state StackPath calls per pod per minute from the emulator's counters, daemon RSS.
+//! Real control plane, emulator with added latency on every API call, the daemon as the tests
+//! build it (a debug build: the CPU figures are pessimistic). Reports:
+//! - time from the first create until every pod is Running (seen by a watch);
+//! - status lag: the emulator's instance turning RUNNING (its `scheduledAt` plus the
+//!   emulator's STARTING delay, microsecond timestamps) → the watch seeing the pod Running;
+//! - steady-state StackPath calls per pod per minute, from the emulator's own counters;
+//! - daemon RSS and CPU.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::{Context, bail};
 use e2e::Env;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use stackpath_emulator::Faults;
 
 struct Args {
@@ -19,55 +28,40 @@ struct Args {
     latency_ms: u64,
     steady_secs: u64,
     scheduler: bool,
+    daemon_args: Vec<String>,
 }
 
-fn args() -> Args {
+fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         pods: 1000,
         latency_ms: 50,
         steady_secs: 120,
         scheduler: false,
+        daemon_args: Vec::new(),
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < v.len() {
-        let next = |i: usize| {
-            v.get(i + 1)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        match v[i].as_str() {
-            "--pods" => a.pods = next(i) as usize,
-            "--latency-ms" => a.latency_ms = next(i),
-            "--steady-secs" => a.steady_secs = next(i),
-            "--scheduler" => {
-                a.scheduler = true;
-                i -= 1;
-            }
-            other => panic!("unknown argument {other}"),
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--pods" => a.pods = value()?.parse()?,
+            "--latency-ms" => a.latency_ms = value()?.parse()?,
+            "--steady-secs" => a.steady_secs = value()?.parse()?,
+            "--daemon-arg" => a.daemon_args.push(value()?),
+            "--scheduler" => a.scheduler = true,
+            other => bail!(
+                "unknown argument {other}; see the usage at the top of tests/e2e/src/bin/scale.rs"
+            ),
         }
-        i += 2;
     }
-    a
+    Ok(a)
 }
 
-async fn emulator_total(env: &Env) -> anyhow::Result<u64> {
-    let url = format!("{}/_emulator/stats", env.emulator.base_url);
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let mut s = tokio::net::TcpStream::connect(&addr).await?;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /_emulator/stats HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("{}");
-    let v: serde_json::Value = serde_json::from_str(body)?;
-    Ok(v["total"].as_u64().unwrap_or(0))
+fn stats_total(env: &Env) -> u64 {
+    env.emulator.stats()["total"].as_u64().unwrap_or(0)
+}
+
+fn routes(env: &Env) -> HashMap<String, u64> {
+    serde_json::from_value(env.emulator.stats()["routes"].clone()).unwrap_or_default()
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -90,37 +84,65 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+fn pod_json(i: usize, node: &str, scheduler: bool) -> anyhow::Result<Pod> {
+    let placement = if scheduler {
+        format!(r#""nodeSelector": {{"kubernetes.io/hostname": "{node}"}}"#)
+    } else {
+        format!(r#""nodeName": "{node}""#)
+    };
+    Ok(serde_json::from_str(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "s{i}"}},
+        "spec": {{ {placement}, "tolerations": [{{"key": "virtual-kubelet.io/provider", "operator": "Exists"}}],
+        "containers": [{{"name": "app", "image": "nginx:1.27"}}]}}}}"#
+    ))?)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let a = args();
+    let a = args()?;
     let env = Env::start("scale").await?;
-    let daemon = env.start_daemon().await?;
+    let daemon_args = a.daemon_args.clone();
+    let daemon = env
+        .start_daemon_with(&env.node.clone(), |c| {
+            c.args(&daemon_args);
+        })
+        .await?;
     env.emulator.set_faults(Faults {
         latency_ms: a.latency_ms,
         ..Faults::default()
     });
     let pods = env.pods();
+
+    // When each pod was first seen Running, from a watch (as a user's `kubectl get -w` would).
+    let running: Arc<Mutex<HashMap<String, SystemTime>>> = Default::default();
+    let seen = running.clone();
+    let watch = tokio::spawn(
+        watcher(pods.clone(), watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |p| {
+                if let Ok(p) = p
+                    && e2e::phase(&p) == "Running"
+                {
+                    let name = p.metadata.name.unwrap_or_default();
+                    seen.lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(SystemTime::now);
+                }
+                futures::future::ready(())
+            }),
+    );
+
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(50));
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
     for i in 0..a.pods {
         let pods = pods.clone();
-        let node = env.node.clone();
+        let pod = pod_json(i, &env.node, a.scheduler)?;
         let sem = sem.clone();
-        let scheduler = a.scheduler;
         tasks.spawn(async move {
             let _permit = sem.acquire().await;
-            let placement = if scheduler {
-                format!(r#""nodeSelector": {{"kubernetes.io/hostname": "{node}"}}"#)
-            } else {
-                format!(r#""nodeName": "{node}""#)
-            };
-            let pod: Pod = serde_json::from_str(&format!(
-                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "s{i}"}},
-                "spec": {{ {placement}, "tolerations": [{{"key": "virtual-kubelet.io/provider", "operator": "Exists"}}],
-                "containers": [{{"name": "app", "image": "nginx:1.27"}}]}}}}"#
-            ))
-            .expect("pod json");
             pods.create(&PostParams::default(), &pod).await.map(|_| ())
         });
     }
@@ -128,80 +150,127 @@ async fn main() -> anyhow::Result<()> {
         r??;
     }
     let created = started.elapsed();
-    // Watch convergence; record when each pod was first seen Running.
-    let mut seen: std::collections::HashMap<String, Instant> = Default::default();
-    let mut lags = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while seen.len() < a.pods && Instant::now() < deadline {
-        for p in pods.list(&ListParams::default()).await?.items {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-            if running && !seen.contains_key(&name) {
-                seen.insert(name, Instant::now());
-                // Lag: the instance's start (whole seconds) → now.
-                if let Some(t) = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .and_then(|c| {
-                        c.first()?
-                            .state
-                            .as_ref()?
-                            .running
-                            .as_ref()?
-                            .started_at
-                            .clone()
-                    })
-                {
-                    let now = k8s_openapi::jiff::Timestamp::now();
-                    lags.push((now.as_millisecond() - t.0.as_millisecond()) as f64 / 1000.0);
-                }
-            }
+    let deadline = Instant::now() + Duration::from_secs(600 + a.pods as u64 / 10);
+    let mut last_report = Instant::now();
+    loop {
+        let n = running.lock().unwrap().len();
+        if n >= a.pods {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if Instant::now() > deadline {
+            bail!(
+                "only {n} of {} pods Running after {:?}",
+                a.pods,
+                started.elapsed()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {:>5.0?}: {n} Running", started.elapsed());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all_running = started.elapsed();
+    let rss_converged = rss_mb(daemon.pid());
+    let calls_converge = stats_total(&env);
+
+    // Status lag: per pod, the instance's RUNNING moment at the emulator → seen Running.
+    let starting = e2e::emulator_config().delays.starting;
+    let client = env.stackpath();
+    let workloads = env.workloads().await?;
+    let mut lags = Vec::new();
+    let seen = running.lock().unwrap().clone();
+    let mut list = futures::stream::iter(workloads.iter().map(|w| {
+        let client = client.clone();
+        async move {
+            let id = w.id.clone().unwrap_or_default();
+            let pod = w
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.get("vk-pod-name").cloned())
+                .unwrap_or_default();
+            (pod, client.list_all_instances(&id).await)
+        }
+    }))
+    .buffer_unordered(32);
+    while let Some((pod, instances)) = list.next().await {
+        let Some(at) = instances?
+            .first()
+            .and_then(|i| i.scheduled_at)
+            .map(|t| SystemTime::from(t) + starting)
+        else {
+            continue;
+        };
+        if let Some(seen_at) = seen.get(&pod) {
+            let lag = match seen_at.duration_since(at) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            lags.push(lag);
+        }
+    }
+    drop(list);
+
     println!(
-        "pods: {} ({}), emulator latency {} ms",
+        "pods: {} ({}), emulator latency {} ms per call, daemon flags {:?}",
         a.pods,
         if a.scheduler {
             "through the scheduler"
         } else {
             "spec.nodeName set"
         },
-        a.latency_ms
+        a.latency_ms,
+        a.daemon_args
     );
     println!("created in Kubernetes: {created:.1?}");
+    println!("all Running (from the first create): {all_running:.1?}");
     println!(
-        "all Running: {all_running:.1?} ({} of {} Running)",
-        seen.len(),
-        a.pods
+        "StackPath calls until converged: {calls_converge} ({:.2} per pod)",
+        calls_converge as f64 / a.pods as f64
     );
     println!(
-        "status lag instance start -> pod Running (s, 1 s resolution of startedAt): p50 {:.2} p90 {:.2}",
+        "status lag, instance RUNNING at the emulator -> pod Running in a watch ({} pods): \
+         p50 {:.2} s, p90 {:.2} s, max {:.2} s",
+        lags.len(),
         percentile(&mut lags, 0.5),
-        percentile(&mut lags, 0.9)
+        percentile(&mut lags, 0.9),
+        percentile(&mut lags, 1.0)
     );
-    println!(
-        "daemon RSS after convergence: {:.0} MB",
-        rss_mb(daemon.pid())
-    );
-    // Settle, then count calls over the steady window.
-    tokio::time::sleep(Duration::from_secs(70)).await;
-    let before = emulator_total(&env).await?;
+    println!("daemon RSS when converged: {rss_converged:.0} MB");
+
+    // Let every pod's polling settle (intervals double up to 60 s), then count.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let before = stats_total(&env);
+    let routes_before = routes(&env);
     let cpu_before = daemon.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(a.steady_secs)).await;
-    let calls = emulator_total(&env).await? - before;
+    let calls = stats_total(&env) - before;
     let cpu = daemon.cpu_seconds() - cpu_before;
     let per_pod_min = calls as f64 / a.pods as f64 / (a.steady_secs as f64 / 60.0);
     println!(
-        "steady state over {} s: {calls} StackPath calls = {per_pod_min:.2} per pod per minute (Go provider: 12)",
+        "steady state over {} s: {calls} StackPath calls = {per_pod_min:.2} per pod per minute \
+         (Go provider: 12)",
         a.steady_secs
     );
+    let mut by_route: Vec<(String, u64)> = routes(&env)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - routes_before.get(&k).copied().unwrap_or(0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    by_route.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (route, n) in by_route {
+        println!("  {n:>7}  {route}");
+    }
     println!(
-        "daemon CPU at steady state: {:.1}% of one core; RSS {:.0} MB",
+        "daemon at steady state: CPU {:.1}% of one core, RSS {:.0} MB",
         cpu / a.steady_secs as f64 * 100.0,
         rss_mb(daemon.pid())
     );
+    watch.abort();
+    drop(daemon);
+    env.emulator.shutdown().await;
     Ok(())
 }

@@ -306,3 +306,43 @@ async fn logs_and_exec_reach_the_workload_through_the_daemon() -> anyhow::Result
     assert_no_forbidden(&daemon.log_text());
     Ok(())
 }
+
+/// Once a pod is Running and ready its polling backs off to the settled interval (one
+/// StackPath call per interval) and its status is not written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_pod_is_polled_slowly_and_its_status_left_alone() -> anyhow::Result<()> {
+    const INSTANCES: &str = "GET /workload/v1/stacks/{stack_id}/workloads/{workload_id}/instances";
+    let env = Env::start("settled").await?;
+    let _logs = env.cluster.dump_logs_on_panic();
+    let daemon = env
+        .start_daemon_with(&env.node.clone(), |c| {
+            c.args(["--status-settled-interval", "4s"]);
+        })
+        .await?;
+    env.apply(&pod_yaml("calm", &env.node, "nginx:1.27", ""))?;
+    env.wait_pod("calm", T, |p| phase(p) == "Running" && is_ready(p))
+        .await?;
+    // 1 + 2 + 4 s of backing off, then count over three settled intervals.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let polls = || {
+        env.emulator.stats()["routes"][INSTANCES]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let version = |p: &k8s_openapi::api::core::v1::Pod| p.metadata.resource_version.clone();
+    let before = version(&env.pods().get("calm").await?);
+    let polls_before = polls();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let n = polls() - polls_before;
+    assert!(
+        (2..=4).contains(&n),
+        "{n} instance polls in 12 s with a 4 s settled interval"
+    );
+    assert_eq!(
+        version(&env.pods().get("calm").await?),
+        before,
+        "the settled pod was written to"
+    );
+    assert_no_forbidden(&daemon.log_text());
+    Ok(())
+}
