@@ -30,8 +30,7 @@ pub enum ReconcileError {
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often in a row, and for how long at most each time, a settled pod's poll yields.
-const MAX_DEFERRALS: u32 = 3;
+/// How long at most a settled pod's poll yields at a time.
 const DEFER_FOR: Duration = Duration::from_secs(5);
 
 fn identity(pod: &Pod, ctx: &Context) -> Identity {
@@ -332,16 +331,19 @@ async fn poll(
 ) -> Result<Action, ReconcileError> {
     let pacing = ctx.pacing();
     // A settled pod's re-check can wait while the rate limit is exhausted (pods being created,
-    // pods changing): it steps aside a few times, never indefinitely, rather than queue in
-    // front of them. Polls of changing pods queue: they carry the status lag.
+    // pods changing), rather than queue in front of them; for at most one settled interval, so
+    // with more pods than the rate allows, settled pods are polled less often, never starved.
+    // Polls of changing pods queue: they carry the status lag.
+    let now = Instant::now();
+    let deferred_since = t.deferred_since.unwrap_or(now);
     if t.interval > ctx.timing.fast
-        && t.deferrals < MAX_DEFERRALS
+        && now.duration_since(deferred_since) < ctx.timing.settled
         && ctx.stackpath.is_rate_limited()
     {
         let wait = pacing.jitter(t.interval.min(DEFER_FOR));
         ctx.tracker.with(key, ctx.timing.fast, |t| {
-            t.deferrals += 1;
-            t.next_poll = Instant::now() + wait;
+            t.deferred_since = Some(deferred_since);
+            t.next_poll = now + wait;
         });
         return Ok(Action::requeue(wait));
     }
@@ -377,7 +379,7 @@ async fn poll(
         t.interval = interval;
         t.next_poll = Instant::now() + wait;
         t.failures = 0;
-        t.deferrals = 0;
+        t.deferred_since = None;
         t.has_instance = instance.is_some();
         if instance_name.is_some() {
             t.instance_name = instance_name;

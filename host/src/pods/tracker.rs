@@ -28,8 +28,8 @@ pub struct Tracked {
     pub transient_reported: bool,
     /// Consecutive transient failures, for backoff.
     pub failures: u32,
-    /// Polls of this settled pod put off in a row because the rate limit was exhausted.
-    pub deferrals: u32,
+    /// Since when this settled pod's poll has been put off because the rate limit was exhausted.
+    pub deferred_since: Option<Instant>,
     /// When deletion began (bounded by the pod's grace period).
     pub deleting_since: Option<Instant>,
     /// The instance is running (for the kubelet API: logs and exec need an instance).
@@ -48,7 +48,7 @@ impl Tracked {
             finished: false,
             transient_reported: false,
             failures: 0,
-            deferrals: 0,
+            deferred_since: None,
             deleting_since: None,
             has_instance: false,
         }
