@@ -4,59 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use e2e::{Env, STACK, binary};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// examples/policies/rust-strict built as tests/policies builds it (same target dir, so one
-/// build serves both; not `<target>/guest`, whose `guest_default.wasm` is the daemon's).
-fn rust_strict() -> &'static PathBuf {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let target = target_dir().join("guest-examples");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_BUILD_TARGET",
-            "CARGO_TARGET_DIR",
-        ] {
-            cmd.env_remove(var);
-        }
-        let status = cmd
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "--locked",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-                "examples/policies/rust-strict/Cargo.toml",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .status()
-            .expect("running cargo build for the rust-strict policy");
-        assert!(
-            status.success(),
-            "building examples/policies/rust-strict failed"
-        );
-        target.join("wasm32-wasip2/release/rust_strict_policy.wasm")
-    })
+/// examples/policies/rust-strict, built as tests/policies builds it (one build serves both).
+fn rust_strict() -> PathBuf {
+    policy_examples_tests::rust_strict().expect("building examples/policies/rust-strict")
 }
 
 const SECRET_VALUE: &str = "hunter2-policy-diff";
@@ -107,7 +60,7 @@ struct Run {
 }
 
 fn diff(env: &Env, extra: &[&str]) -> Run {
-    let cache = target_dir().join("policies/cache");
+    let cache = policy_examples_tests::target_dir().join("policies/cache");
     let out: Output = Command::new(binary())
         .args(["policy", "diff", "--policy"])
         .arg(rust_strict())
