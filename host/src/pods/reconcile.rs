@@ -127,6 +127,35 @@ async fn translate(
     }
 }
 
+/// Why a pod's workload could not be prepared.
+enum Unprepared {
+    /// Reading the ConfigMaps/Secrets the pod refers to failed: retried.
+    Kube(kube::Error),
+    /// The policy or the host's validation refused the pod.
+    Rejected(TranslateError),
+}
+
+/// Resolution then translation: the workload the pod should have.
+async fn prepare(pod: &Pod, ctx: &Context) -> Result<Translated, Unprepared> {
+    let objects = resolve::fetch_objects(&ctx.kube, pod)
+        .await
+        .map_err(Unprepared::Kube)?;
+    translate(pod, ctx, objects)
+        .await
+        .map_err(Unprepared::Rejected)
+}
+
+async fn kube_unavailable(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    t: &Tracked,
+    e: kube::Error,
+) -> Result<Action, ReconcileError> {
+    let message = format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}");
+    transient(pod, ctx, key, t, "KubernetesUnavailable", message).await
+}
+
 fn rejection_message(e: &TranslateError) -> String {
     match e {
         TranslateError::Pod(_) => format!("the pod cannot run on StackPath: {e}"),
@@ -142,23 +171,10 @@ async fn create(
     t: &Tracked,
 ) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
-    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
-        Ok(o) => o,
-        Err(e) => {
-            return transient(
-                pod,
-                ctx,
-                key,
-                t,
-                "KubernetesUnavailable",
-                format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}"),
-            )
-            .await;
-        }
-    };
-    let translated = match translate(pod, ctx, objects).await {
+    let translated = match prepare(pod, ctx).await {
         Ok(t) => t,
-        Err(e) => {
+        Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
+        Err(Unprepared::Rejected(e)) => {
             let message = rejection_message(&e);
             return fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await;
         }
@@ -244,23 +260,10 @@ async fn update(
     t: &Tracked,
 ) -> Result<Action, ReconcileError> {
     let fast = ctx.timing.fast;
-    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
-        Ok(o) => o,
-        Err(e) => {
-            return transient(
-                pod,
-                ctx,
-                key,
-                t,
-                "KubernetesUnavailable",
-                format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}"),
-            )
-            .await;
-        }
-    };
-    let translated = match translate(pod, ctx, objects).await {
+    let translated = match prepare(pod, ctx).await {
         Ok(t) => t,
-        Err(e) => {
+        Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
+        Err(Unprepared::Rejected(e)) => {
             // The running workload stays as it is; the user hears why the change was not applied.
             let message = rejection_message(&e);
             ctx.events
