@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod leader;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod pods;

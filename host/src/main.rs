@@ -3,5 +3,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    vk_stackpath::memory::limit_arenas();
     cli::main()
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::events::Events;
 use super::reconcile::{self, ReconcileError};
@@ -71,7 +71,21 @@ impl Context {
 pub fn controller(client: kube::Client, node_name: &str) -> Controller<Pod> {
     let pods: Api<Pod> = Api::all(client);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
-    Controller::new(pods, wc)
+    let (reader, writer) = kube::runtime::reflector::store();
+    // managedFields and kubectl's last-applied copy of the manifest are a large share of each
+    // cached pod, and nothing here reads them (nor should the policy see them): dropped before
+    // the cache, which holds every pod of the node.
+    let stream = watcher(pods, wc)
+        .default_backoff()
+        .modify(|p| {
+            p.metadata.managed_fields = None;
+            if let Some(a) = p.metadata.annotations.as_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(stream, reader)
 }
 
 /// Drives the controller until `shutdown` resolves (in-flight passes finish first).

@@ -31,6 +31,8 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::info!(error = %e, "orphan sweep: cannot list pods; trying again next round")
             }
         }
+        // The sweep's lists are the largest transient allocations of a settled daemon.
+        crate::memory::release_free_memory();
         tokio::time::sleep(ctx.timing.sweep_interval).await;
     }
 }

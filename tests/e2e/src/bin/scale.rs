@@ -176,7 +176,17 @@ async fn main() -> anyhow::Result<()> {
 
     // Status lag: per pod, the instance's RUNNING moment at the emulator → seen Running.
     let starting = e2e::emulator_config().delays.starting;
-    let client = env.stackpath();
+    // Reading every workload's instances back is measurement, not load: no client-side limit.
+    let client = {
+        let mut config = stackpath_client::Config::new(
+            &env.emulator.base_url,
+            e2e::STACK,
+            e2e::CLIENT_ID,
+            e2e::CLIENT_SECRET,
+        )?;
+        config.rate_limit = None;
+        stackpath_client::Client::new(config)?
+    };
     let workloads = env.workloads().await?;
     let mut lags = Vec::new();
     let seen = running.lock().unwrap().clone();
