@@ -35,6 +35,10 @@ fn target_dir() -> PathBuf {
 pub fn binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // Benchmarks may measure another build (e.g. `target/release/vk-stackpath`).
+        if let Some(bin) = std::env::var_os("E2E_DAEMON_BIN") {
+            return PathBuf::from(bin);
+        }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",

@@ -4,7 +4,8 @@
 //!       [--pods 1000] [--latency-ms 50] [--steady-secs 120] [--scheduler] [--daemon-arg ARG]...
 //!
 //! Real control plane, emulator with added latency on every API call, the daemon as the tests
-//! build it (a debug build: the CPU figures are pessimistic). Reports:
+//! build it (a debug build: the CPU and memory figures are pessimistic), or the binary named by
+//! `E2E_DAEMON_BIN` (e.g. after `cargo build --release -p vk-stackpath`). Reports:
 //! - time from the first create until every pod is Running (seen by a watch);
 //! - status lag: the emulator's instance turning RUNNING (its `scheduledAt` plus the
 //!   emulator's STARTING delay, microsecond timestamps) → the watch seeing the pod Running;
