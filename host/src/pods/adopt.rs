@@ -9,22 +9,75 @@ use super::controller::Context;
 use super::tracker;
 use crate::workload::{LABEL_NODE_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 
+/// What the daemon keeps of one of its workloads when listing them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeWorkload {
+    pub id: String,
+    pub namespace: String,
+    pub pod: String,
+    /// Container images (init containers too), by container.
+    pub images: Vec<(String, String)>,
+}
+
+impl NodeWorkload {
+    /// `namespace/name` of the pod the workload runs.
+    pub fn pod_key(&self) -> String {
+        tracker::key(&self.namespace, &self.pod)
+    }
+
+    /// `None` for a workload without id or pod labels (not one the daemon can match to a pod).
+    fn from_workload(w: Workload) -> Option<Self> {
+        let labels = &w.metadata.as_ref()?.labels;
+        let namespace = labels.get(LABEL_POD_NAMESPACE)?.clone();
+        let pod = labels.get(LABEL_POD_NAME)?.clone();
+        let images = w
+            .spec
+            .map(|s| {
+                s.containers
+                    .into_iter()
+                    .chain(s.init_containers)
+                    .map(|(name, c)| (name, c.image.unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self {
+            id: w.id?,
+            namespace,
+            pod,
+            images,
+        })
+    }
+}
+
 /// This node's workloads, by the `vk-node-name` label (server-side filter when StackPath
-/// accepts it, else filtered here).
-pub async fn node_workloads(ctx: &Context) -> Result<Vec<Workload>, stackpath_client::Error> {
-    let node = &ctx.placement.node_name;
+/// accepts it, else filtered here). Page by page, keeping only what adoption and the orphan
+/// sweep need: at 10,000 workloads the full objects would be tens of megabytes at once.
+pub async fn node_workloads(ctx: &Context) -> Result<Vec<NodeWorkload>, stackpath_client::Error> {
+    let node = ctx.placement.node_name.as_str();
     let filter = format!("metadata.labels.{LABEL_NODE_NAME} = \"{node}\"");
-    let all = match ctx.stackpath.list_all_workloads(Some(&filter)).await {
-        Ok(list) => list,
+    let mut out = Vec::new();
+    let keep = |out: &mut Vec<NodeWorkload>, w: Workload| {
+        if label(&w, LABEL_NODE_NAME) == Some(node)
+            && let Some(nw) = NodeWorkload::from_workload(w)
+        {
+            out.push(nw);
+        }
+    };
+    match ctx
+        .stackpath
+        .for_each_workload(Some(&filter), |w| keep(&mut out, w))
+        .await
+    {
+        Ok(()) => {}
         Err(stackpath_client::Error::Invalid { .. }) => {
-            ctx.stackpath.list_all_workloads(None).await?
+            out.clear();
+            ctx.stackpath
+                .for_each_workload(None, |w| keep(&mut out, w))
+                .await?
         }
         Err(e) => return Err(e),
-    };
-    Ok(all
-        .into_iter()
-        .filter(|w| label(w, LABEL_NODE_NAME) == Some(node.as_str()))
-        .collect())
+    }
+    Ok(out)
 }
 
 pub fn label<'a>(w: &'a Workload, key: &str) -> Option<&'a str> {
@@ -34,36 +87,14 @@ pub fn label<'a>(w: &'a Workload, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// `namespace/name` of the pod a workload runs, from its labels.
-pub fn pod_key(w: &Workload) -> Option<String> {
-    Some(tracker::key(
-        label(w, LABEL_POD_NAMESPACE)?,
-        label(w, LABEL_POD_NAME)?,
-    ))
-}
-
 /// Records every existing workload of this node in the tracker; returns how many.
 pub async fn adopt(ctx: &Context) -> Result<usize, stackpath_client::Error> {
     let workloads = node_workloads(ctx).await?;
-    let mut n = 0;
+    let n = workloads.len();
     for w in workloads {
-        let (Some(key), Some(id)) = (pod_key(&w), w.id.clone()) else {
-            continue;
-        };
-        let images = w
-            .spec
-            .as_ref()
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter())
-                    .map(|(name, c)| (name.clone(), c.image.clone().unwrap_or_default()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        tracing::info!(pod = key, workload = id, "adopting existing workload");
-        ctx.tracker.adopt(&key, ctx.timing.fast, id, images);
-        n += 1;
+        let key = w.pod_key();
+        tracing::info!(pod = key, workload = w.id, "adopting existing workload");
+        ctx.tracker.adopt(&key, ctx.timing.fast, w.id, w.images);
     }
     Ok(n)
 }

@@ -13,9 +13,9 @@ use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 
-use super::adopt::{self, label};
+use super::adopt;
 use super::controller::Context;
-use crate::workload::{LABEL_POD_NAME, LABEL_POD_NAMESPACE};
+use super::tracker;
 
 /// Runs sweeps every `sweep_interval` until cancelled.
 pub async fn run(ctx: Arc<Context>) {
@@ -88,23 +88,31 @@ pub enum SweepError {
     Kube(#[from] kube::Error),
 }
 
-/// This node's pods, listed fresh from the API server (not from the watch cache: right after
-/// a start the cache may be empty, which would make every workload look orphaned).
-async fn node_pods(ctx: &Context) -> Result<HashSet<(String, String)>, kube::Error> {
+/// Pods listed per request in the sweep (the API server's own default page for kubectl).
+const POD_PAGE: u32 = 500;
+
+/// This node's pods (`namespace/name`), listed fresh from the API server (not from the watch
+/// cache: right after a start the cache may be empty, which would make every workload look
+/// orphaned). Metadata only, a page at a time, keeping only the names.
+async fn node_pods(ctx: &Context) -> Result<HashSet<String>, kube::Error> {
     let api: Api<Pod> = Api::all(ctx.kube.clone());
-    let lp = ListParams::default().fields(&format!("spec.nodeName={}", ctx.placement.node_name));
-    Ok(api
-        .list_metadata(&lp)
-        .await?
-        .items
-        .into_iter()
-        .map(|p| {
-            (
-                p.metadata.namespace.unwrap_or_default(),
-                p.metadata.name.unwrap_or_default(),
+    let mut lp = ListParams::default()
+        .fields(&format!("spec.nodeName={}", ctx.placement.node_name))
+        .limit(POD_PAGE);
+    let mut out = HashSet::new();
+    loop {
+        let page = api.list_metadata(&lp).await?;
+        out.extend(page.items.into_iter().map(|p| {
+            tracker::key(
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default(),
             )
-        })
-        .collect())
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
 }
 
 pub async fn sweep(
@@ -113,23 +121,16 @@ pub async fn sweep(
 ) -> Result<usize, SweepError> {
     let workloads = adopt::node_workloads(ctx).await?;
     let pods = node_pods(ctx).await?;
-    let exists = |ns: &str, name: &str| pods.contains(&(ns.to_owned(), name.to_owned()));
     let now = Instant::now();
     let mut orphans = HashMap::new();
     for w in &workloads {
-        let (Some(ns), Some(name), Some(id)) = (
-            label(w, LABEL_POD_NAMESPACE),
-            label(w, LABEL_POD_NAME),
-            w.id.as_deref(),
-        ) else {
-            continue;
-        };
-        if exists(ns, name) {
+        if pods.contains(&w.pod_key()) {
             continue;
         }
-        let since = *first_seen.get(id).unwrap_or(&now);
-        orphans.insert(id.to_owned(), since);
+        let since = *first_seen.get(&w.id).unwrap_or(&now);
+        orphans.insert(w.id.clone(), since);
     }
+    drop(pods);
     tracing::debug!(
         workloads = workloads.len(),
         orphans = orphans.len(),
@@ -140,8 +141,8 @@ pub async fn sweep(
         if now.duration_since(*since) < ctx.timing.orphan_grace {
             continue;
         }
-        let w = workloads.iter().find(|w| w.id.as_deref() == Some(id));
-        let pod = w.and_then(adopt::pod_key).unwrap_or_default();
+        let w = workloads.iter().find(|w| &w.id == id);
+        let pod = w.map(adopt::NodeWorkload::pod_key).unwrap_or_default();
         // Re-check right before deleting: the pod may have been created since the listing.
         let (ns, name) = pod.split_once('/').unwrap_or(("", ""));
         let pod_api: Api<Pod> = Api::namespaced(ctx.kube.clone(), ns);

@@ -129,18 +129,36 @@ async fn translate(
 
 /// Why a pod's workload could not be prepared.
 enum Unprepared {
-    /// Reading the ConfigMaps/Secrets the pod refers to failed: retried.
+    /// Reading the pod or the ConfigMaps/Secrets it refers to failed: retried.
     Kube(kube::Error),
     /// The policy or the host's validation refused the pod.
     Rejected(TranslateError),
+    /// The pod is gone, or was replaced by another of the same name, since it was cached.
+    Replaced,
 }
 
 /// Resolution then translation: the workload the pod should have.
+/// The pod is read fresh first: the cached copy lacks what only translation needs
+/// (`controller::trim_for_cache`).
 async fn prepare(pod: &Pod, ctx: &Context) -> Result<Translated, Unprepared> {
-    let objects = resolve::fetch_objects(&ctx.kube, pod)
+    let api: Api<Pod> = Api::namespaced(
+        ctx.kube.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let mut full = match api
+        .get_opt(pod.metadata.name.as_deref().unwrap_or_default())
+        .await
+        .map_err(Unprepared::Kube)?
+    {
+        Some(full) if full.metadata.uid == pod.metadata.uid => full,
+        // Deleted, perhaps created again under the same name.
+        _ => return Err(Unprepared::Replaced),
+    };
+    super::controller::trim_for_policy(&mut full);
+    let objects = resolve::fetch_objects(&ctx.kube, &full)
         .await
         .map_err(Unprepared::Kube)?;
-    translate(pod, ctx, objects)
+    translate(&full, ctx, objects)
         .await
         .map_err(Unprepared::Rejected)
 }
@@ -152,7 +170,7 @@ async fn kube_unavailable(
     t: &Tracked,
     e: kube::Error,
 ) -> Result<Action, ReconcileError> {
-    let message = format!("cannot read the ConfigMaps/Secrets the pod refers to: {e}");
+    let message = format!("cannot read the pod or the ConfigMaps/Secrets it refers to: {e}");
     transient(pod, ctx, key, t, "KubernetesUnavailable", message).await
 }
 
@@ -174,6 +192,8 @@ async fn create(
     let translated = match prepare(pod, ctx).await {
         Ok(t) => t,
         Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
+        // The watch delivers the pod's successor (or its deletion) and triggers its own pass.
+        Err(Unprepared::Replaced) => return Ok(Action::await_change()),
         Err(Unprepared::Rejected(e)) => {
             let message = rejection_message(&e);
             return fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await;
@@ -263,6 +283,8 @@ async fn update(
     let translated = match prepare(pod, ctx).await {
         Ok(t) => t,
         Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
+        // The watch delivers the pod's successor (or its deletion) and triggers its own pass.
+        Err(Unprepared::Replaced) => return Ok(Action::await_change()),
         Err(Unprepared::Rejected(e)) => {
             // The running workload stays as it is; the user hears why the change was not applied.
             let message = rejection_message(&e);

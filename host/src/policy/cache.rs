@@ -22,31 +22,36 @@ fn key(engine: &Engine, bytes: &[u8]) -> String {
 }
 
 /// A compiled component from the cache, or compiled now (and stored for next time).
+///
+/// Compiling happens in an engine of its own, made by `compiler` with the same settings and
+/// dropped right after: Cranelift keeps its per-thread compilation contexts (~16 MB for the
+/// default policy) for as long as the engine that compiled lives, and the serving engine lives
+/// as long as the daemon.
 pub(crate) fn compile(
     engine: &Engine,
     bytes: &[u8],
     dir: Option<&Path>,
+    compiler: impl FnOnce() -> wasmtime::Result<Engine>,
 ) -> wasmtime::Result<Component> {
-    let Some(dir) = dir else {
-        return Component::new(engine, bytes);
-    };
-    let path = dir.join(key(engine, bytes));
-    if path.exists() {
+    let path = dir.map(|dir| dir.join(key(engine, bytes)));
+    if let Some(path) = path.as_ref().filter(|p| p.exists()) {
         // SAFETY: the file was written by `store` below from a component this very engine
         // configuration compiled; the key covers the bytes and the engine's settings, and
         // wasmtime re-checks the settings on load.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable cached policy; compiling again")
             }
         }
     }
-    let serialized = engine.precompile_component(bytes)?;
-    if let Err(e) = store(dir, &path, &serialized) {
+    let serialized = compiler()?.precompile_component(bytes)?;
+    if let (Some(dir), Some(path)) = (dir, path.as_ref())
+        && let Err(e) = store(dir, path, &serialized)
+    {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot cache the compiled policy");
     }
-    // SAFETY: just produced by this engine.
+    // SAFETY: just produced by an engine with this engine's settings (wasmtime checks them).
     unsafe { Component::deserialize(engine, &serialized) }
 }
 

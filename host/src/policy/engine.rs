@@ -128,7 +128,10 @@ impl PolicyEngine {
                         .into(),
                 ));
             }
-            None => super::cache::compile(&engine, bytes, limits.cache_dir.as_deref()).map_err(|e| {
+            None => super::cache::compile(&engine, bytes, limits.cache_dir.as_deref(), || {
+                new_engine(&limits)
+            })
+            .map_err(|e| {
                 load_err(format!(
                     "not a valid WebAssembly component ({e:#}); build it for wasm32-wasip2 with \
                      wit-bindgen against wit/policy.wit"

@@ -203,6 +203,22 @@ impl Client {
         .await
     }
 
+    /// Every workload matching `filter`, handed to `each` page by page (for callers that keep
+    /// only a little of each: a stack with thousands of workloads is never decoded at once).
+    pub async fn for_each_workload(
+        &self,
+        filter: Option<&str>,
+        each: impl FnMut(Workload),
+    ) -> Result<()> {
+        self.walk_each(
+            routes::LIST_WORKLOADS,
+            filter,
+            |page| async move { self.list_workloads(&page).await },
+            each,
+        )
+        .await
+    }
+
     /// A workload by id.
     pub async fn get_workload(&self, workload_id: &str) -> Result<Workload> {
         let url = self.url(&["workloads", workload_id], &[]);
@@ -463,17 +479,30 @@ impl Client {
 
     /// Walks every page of a list. Stops with an error if the server repeats a cursor, so a
     /// server bug cannot loop forever.
-    async fn walk<T, F, Fut>(
-        &self,
-        op: Operation,
-        filter: Option<&str>,
-        mut fetch: F,
-    ) -> Result<Vec<T>>
+    async fn walk<T, F, Fut>(&self, op: Operation, filter: Option<&str>, fetch: F) -> Result<Vec<T>>
     where
         F: FnMut(PageRequest) -> Fut,
         Fut: Future<Output = Result<Page<T>>>,
     {
         let mut out = Vec::new();
+        self.walk_each(op, filter, fetch, |item| out.push(item))
+            .await?;
+        Ok(out)
+    }
+
+    /// As `walk`, handing each item to `each` as its page arrives, so a caller that keeps a
+    /// little of each item never holds every page at once.
+    async fn walk_each<T, F, Fut>(
+        &self,
+        op: Operation,
+        filter: Option<&str>,
+        mut fetch: F,
+        mut each: impl FnMut(T),
+    ) -> Result<()>
+    where
+        F: FnMut(PageRequest) -> Fut,
+        Fut: Future<Output = Result<Page<T>>>,
+    {
         let mut after: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         loop {
@@ -485,7 +514,7 @@ impl Client {
             })
             .await?;
             let next = page.next_cursor().map(str::to_owned);
-            out.extend(page.results);
+            page.results.into_iter().for_each(&mut each);
             match next {
                 Some(cursor) => {
                     if !seen.insert(cursor.clone()) {
@@ -496,7 +525,7 @@ impl Client {
                     }
                     after = Some(cursor);
                 }
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
     }
