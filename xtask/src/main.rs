@@ -99,6 +99,23 @@ fn test() -> Result<(), String> {
         ],
     )?;
     step("tests", "cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    // The container image (deploy/Containerfile) without a Docker engine: buildah with the
+    // vfs driver when installed, else the same layer and config written by hand; then the
+    // binary's `--version` from the unpacked layers. Dev profile: the check is the image's
+    // shape; a musl build of the tree (minutes when cold, seconds when warm).
+    step(
+        "container image",
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "deploy-tests",
+            "--test",
+            "image",
+            "--",
+            "--ignored",
+        ],
+    )?;
     step(
         "emulator conformance (schemathesis)",
         "bash",
@@ -126,6 +143,20 @@ fn system_tools() -> Result<(), String> {
             &["install", "-y", "-q", "openssh-client"],
         )?;
     }
+    // ring compiles C for the musl target of the container image.
+    if !have("musl-gcc", &["-v"]) && !have("x86_64-linux-musl-gcc", &["-v"]) {
+        step("package lists", "apt-get", &["update", "-q"])?;
+        step(
+            "install musl C compiler",
+            "apt-get",
+            &["install", "-y", "-q", "musl-tools"],
+        )?;
+    }
+    step(
+        "musl target (container image)",
+        "rustup",
+        &["target", "add", "x86_64-unknown-linux-musl"],
+    )?;
     if !have("schemathesis", &["--version"]) {
         step(
             "install schemathesis",

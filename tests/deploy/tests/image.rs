@@ -1,7 +1,8 @@
 //! The container image builds without a Docker engine and its unpacked root filesystem runs
 //! `vk-stackpath --version` (deploy/build-image.sh does the checking). Ignored by default: it
 //! builds the daemon for x86_64-unknown-linux-musl, which compiles every dependency again.
-//! Run with `cargo test -p deploy-tests --test image -- --ignored`.
+//! `cargo xtask test` (CI) runs it as its own step: `cargo test -p deploy-tests --test image --
+//! --ignored`.
 
 use std::process::Command;
 

@@ -3,6 +3,7 @@
 
 mod config;
 mod faults;
+mod fixtures;
 mod leader;
 mod lifecycle;
 mod node_lease;
