@@ -55,6 +55,10 @@ fn have(program: &str, args: &[&str]) -> bool {
 
 fn test() -> Result<(), String> {
     let started = Instant::now();
+    // A checkout is built once per run: incremental caches (gigabytes per checkout) would only
+    // fill the shared target dir. Dependencies are never incremental, so they stay shared.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("CARGO_INCREMENTAL", "0") };
     // A toolchain file does not add targets to an already installed toolchain.
     step("wasm target", "rustup", &["target", "add", "wasm32-wasip2"])?;
     system_tools()?;
