@@ -166,15 +166,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         crate::step(
             "control plane binaries (first time: ~10 min of Go builds; cached after)",
             "cargo",
-            &[
-                "run",
-                "--quiet",
-                "-p",
-                "local-cluster",
-                "--",
-                "build",
-                "--with-metrics-server",
-            ],
+            crate::CONTROL_PLANE_BUILD,
         )?;
     }
 

@@ -30,6 +30,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Builds (or finds cached) the control-plane binaries the tests and the demo run.
+pub(crate) const CONTROL_PLANE_BUILD: &[&str] = &[
+    "run",
+    "--quiet",
+    "-p",
+    "local-cluster",
+    "--",
+    "build",
+    "--with-metrics-server",
+];
+
 /// One step: a command line, shown before it runs, timed after.
 pub(crate) fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
     println!("\n==> {name}: {program} {}", args.join(" "));
@@ -89,19 +100,7 @@ fn test() -> Result<(), String> {
     )?;
     // Kubernetes from its own Go modules (cached by go.mod hash; minutes when cold). Built in
     // its own step so its progress shows, rather than inside the first test that needs it.
-    step(
-        "kubernetes control plane",
-        "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "local-cluster",
-            "--",
-            "build",
-            "--with-metrics-server",
-        ],
-    )?;
+    step("kubernetes control plane", "cargo", CONTROL_PLANE_BUILD)?;
     step("tests", "cargo", &["test", "--workspace", "--no-fail-fast"])?;
     // The container image (deploy/Containerfile) without a Docker engine: buildah with the
     // vfs driver when installed, else the same layer and config written by hand; then the
