@@ -1,6 +1,8 @@
 //! Native mirrors of the WIT records, so the mapping can run (and be tested, and benchmarked)
 //! outside a component. `component.rs` converts between these and the generated bindings.
 
+use crate::prelude::*;
+
 /// An env value the host resolved from `valueFrom`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedEnv {

@@ -1,5 +1,7 @@
 //! The component glue: WIT bindings ↔ the native mapping.
 
+use crate::prelude::*;
+
 use crate::api;
 
 wit_bindgen::generate!({

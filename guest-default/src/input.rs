@@ -2,7 +2,9 @@
 //! server adds many); every field is optional here so that a raw manifest and an
 //! API-server-defaulted pod both parse, and the mapping applies Kubernetes' defaults itself.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;

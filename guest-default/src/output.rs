@@ -1,8 +1,10 @@
 //! The StackPath `v1WorkloadSpec` as the default policy writes it (JSON names from StackPath's
 //! Workload API spec). Maps are ordered so the output is byte-for-byte reproducible.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
 
 use serde::Serialize;
 

@@ -5,8 +5,10 @@
 //! exponent (`e3`, `E-2`). A value is kept as `mantissa × 10^exp10 × 2^exp2` with an integer
 //! mantissa, so comparisons against sizes never round (`0.1` cpu is not 0.1000000000000000055).
 
-use std::cmp::Ordering;
-use std::fmt;
+use crate::prelude::*;
+
+use core::cmp::Ordering;
+use core::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantity {
@@ -168,7 +170,10 @@ fn scale(m: u128, p10: u32, p2: u32) -> Option<u128> {
 /// log10 of the value; only used to order values that do not fit u128, which differ by many
 /// orders of magnitude from anything they are compared with.
 fn magnitude(q: &Quantity) -> f64 {
-    (q.mantissa as f64).log10() + f64::from(q.exp10) + f64::from(q.exp2) * 2f64.log10()
+    // libm: no_std has no float log.
+    libm::log10(q.mantissa as f64)
+        + f64::from(q.exp10)
+        + f64::from(q.exp2) * core::f64::consts::LOG10_2
 }
 
 impl PartialOrd for Quantity {

@@ -1,7 +1,9 @@
 //! One Kubernetes container → one StackPath container spec.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -69,7 +71,7 @@ pub(crate) fn map_container(
         );
     }
     let ports = map_ports(&c.ports, path, f);
-    let env = map_env(std::mem::take(&mut c.env), &c.name, path, ctx, f);
+    let env = map_env(core::mem::take(&mut c.env), &c.name, path, ctx, f);
     let spec = ContainerSpec {
         working_dir: c.working_dir.take().filter(|w| !w.is_empty()),
         env,
@@ -94,7 +96,7 @@ pub(crate) fn map_container(
         ),
         resources: map_resources(&c, path, f),
         volume_mounts: map_mounts(
-            std::mem::take(&mut c.volume_mounts),
+            core::mem::take(&mut c.volume_mounts),
             path,
             skipped_volumes,
             f,
@@ -293,7 +295,7 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
     let memory = pick("memory", Quantity::gib(2));
     // One warning per resource name: the API server copies limits into requests, and a raw
     // and a defaulted pod must give the same warnings.
-    let others: std::collections::BTreeSet<&String> = c
+    let others: alloc::collections::BTreeSet<&String> = c
         .resources
         .requests
         .keys()

@@ -1,12 +1,14 @@
 //! Pod → StackPath workload spec, per MAPPING.md. Pure: no I/O, no clock, no randomness.
 
+use crate::prelude::*;
+
 mod container;
 mod probe;
 mod runtime;
 mod volume;
 
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use alloc::collections::BTreeSet;
+use core::fmt::Write as _;
 
 use crate::api::{Context, Finding, Translation, Violations};
 use crate::input::Pod;
@@ -21,8 +23,8 @@ const DROPPED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-confi
 #[derive(Clone, Copy)]
 pub(crate) struct Path<'a>(pub &'a str, pub &'a str);
 
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.0)?;
         f.write_str(self.1)
     }
@@ -86,12 +88,12 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
     let groups = [
         (
             "containers",
-            std::mem::take(&mut pod.spec.containers),
+            core::mem::take(&mut pod.spec.containers),
             &mut spec.containers,
         ),
         (
             "initContainers",
-            std::mem::take(&mut pod.spec.init_containers),
+            core::mem::take(&mut pod.spec.init_containers),
             &mut spec.init_containers,
         ),
     ];
@@ -146,7 +148,7 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
 /// away after this one call, so walking the structures to free them would be wasted work.
 fn discard<T>(value: T) {
     #[cfg(target_arch = "wasm32")]
-    std::mem::forget(value);
+    core::mem::forget(value);
     #[cfg(not(target_arch = "wasm32"))]
     drop(value);
 }

@@ -1,6 +1,8 @@
 //! Probes and lifecycle hooks: the handler shapes they share, named ports, defaults.
 
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::collections::BTreeMap;
 
 use serde_json::Value;
 

@@ -1,5 +1,7 @@
 //! Pod-level settings → `spec.runtime.containers`.
 
+use crate::prelude::*;
+
 use super::{Findings, Path};
 use crate::input::PodSpec;
 use crate::output::{

@@ -1,7 +1,9 @@
 //! Pod volumes → `volumeClaimTemplates`. Only the StackPath CSI driver becomes a claim.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use crate::prelude::*;
+
+use alloc::borrow::Cow;
+use alloc::collections::BTreeMap;
 
 use super::Findings;
 use crate::input::Volume;

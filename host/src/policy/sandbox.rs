@@ -47,29 +47,46 @@ const MAX_LOG_LEN: usize = 2048;
 /// Everything a store holds for one call. Built fresh for every call and dropped after it, so
 /// nothing survives from one pod to the next.
 pub(crate) struct CallState {
-    wasi: WasiCtx,
+    /// Built on the policy's first WASI call: the default policy makes none (it is no_std),
+    /// so most calls never pay for a WASI context.
+    wasi: Option<Wasi>,
     table: ResourceTable,
     pub limiter: Limiter,
     policy: Arc<str>,
     log_calls: u32,
+}
+
+/// What a policy built with std gets from WASI: stdout and stderr into memory, nothing else.
+struct Wasi {
+    ctx: WasiCtx,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
 
-impl CallState {
-    pub fn new(policy: Arc<str>, limits: &Limits) -> Self {
+impl Wasi {
+    fn new() -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, no env, no args, no sockets (all addresses denied, name lookup off),
         // stdin closed: the builder's defaults, spelled out by not adding anything.
-        let wasi = WasiCtx::builder()
+        let ctx = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
+        Wasi {
+            ctx,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl CallState {
+    pub fn new(policy: Arc<str>, limits: &Limits) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
         CallState {
-            wasi,
+            wasi: None,
             table,
             limiter: Limiter {
                 inner: StoreLimitsBuilder::new()
@@ -84,14 +101,13 @@ impl CallState {
             },
             policy,
             log_calls: 0,
-            stdout,
-            stderr,
         }
     }
 
     /// Forwards what the policy printed to the daemon's logs.
     pub fn flush_stdio(&self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+        let Some(wasi) = &self.wasi else { return };
+        for (stream, pipe) in [("stdout", &wasi.stdout), ("stderr", &wasi.stderr)] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
                 tracing::debug!(target: "policy", policy = %self.policy, stream, "{line}");
@@ -103,7 +119,7 @@ impl CallState {
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.wasi.get_or_insert_with(Wasi::new).ctx,
             table: &mut self.table,
         }
     }
