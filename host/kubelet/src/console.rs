@@ -34,20 +34,13 @@ pub struct ExecIo {
     pub resize: Option<mpsc::Receiver<TermSize>>,
 }
 
-/// Where the console takes stdin from.
-pub enum Input {
-    /// Chunks from the transport; closed = EOF.
-    Channel(mpsc::Receiver<Bytes>),
-    /// A byte stream read in place (no task in between); end of stream or an error = EOF.
-    Reader(Box<dyn AsyncRead + Send + Unpin>),
-}
+/// Where the console takes stdin from: a byte stream it reads in place (no task in between);
+/// end of stream or an error is EOF.
+pub struct Input(pub Box<dyn AsyncRead + Send + Unpin>);
 
 impl std::fmt::Debug for Input {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Channel(_) => "Input::Channel",
-            Self::Reader(_) => "Input::Reader",
-        })
+        f.write_str("Input")
     }
 }
 
@@ -55,8 +48,7 @@ impl std::fmt::Debug for Input {
 /// that has not completed has consumed nothing.
 async fn next_input(input: &mut Option<Input>, buf: &mut [u8]) -> Option<Bytes> {
     match input {
-        Some(Input::Channel(rx)) => rx.recv().await,
-        Some(Input::Reader(r)) => match r.read(buf).await {
+        Some(Input(r)) => match r.read(buf).await {
             Ok(0) | Err(_) => None,
             Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
         },
@@ -67,31 +59,48 @@ async fn next_input(input: &mut Option<Input>, buf: &mut [u8]) -> Option<Bytes> 
 /// A byte stream the console can write into directly; its owner closes it after the exec.
 pub type SharedWriter = Arc<tokio::sync::Mutex<dyn AsyncWrite + Send + Unpin>>;
 
-/// Where the console puts a command's output.
-pub enum Output {
-    /// A channel the transport drains (closed when the session ends).
-    Channel(mpsc::Sender<Bytes>),
-    /// Written in place, without a task in between: each hop between tasks is a wake-up on
-    /// the keystroke → echo path.
-    Writer(SharedWriter),
+/// Where the console puts a command's output: written in place, without a task in between
+/// (each hop between tasks is a wake-up on the keystroke → echo path).
+pub struct Output {
+    writer: SharedWriter,
+    flush: bool,
 }
 
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Channel(_) => "Output::Channel",
-            Self::Writer(_) => "Output::Writer",
-        })
+        f.debug_struct("Output")
+            .field("flush", &self.flush)
+            .finish_non_exhaustive()
     }
 }
 
 impl Output {
+    /// A writer that passes on what it is given at once (a SPDY stream queues frames for its
+    /// session's writer; its flush would wait for them to be written).
+    pub fn direct(writer: SharedWriter) -> Self {
+        Output {
+            writer,
+            flush: false,
+        }
+    }
+
+    /// A writer that holds data until flushed (a WebSocket sink): flushed after every chunk,
+    /// as a terminal's output must be.
+    pub fn flushed(writer: SharedWriter) -> Self {
+        Output {
+            writer,
+            flush: true,
+        }
+    }
+
     /// Delivers `data`; `Err` when the client side is gone.
     async fn send(&self, data: Bytes) -> Result<(), ()> {
-        match self {
-            Self::Channel(tx) => tx.send(data).await.map_err(|_| ()),
-            Self::Writer(w) => w.lock().await.write_all(&data).await.map_err(|_| ()),
+        let mut w = self.writer.lock().await;
+        w.write_all(&data).await.map_err(|_| ())?;
+        if self.flush {
+            w.flush().await.map_err(|_| ())?;
         }
+        Ok(())
     }
 }
 

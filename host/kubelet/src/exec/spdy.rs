@@ -124,7 +124,7 @@ where
     let stdin = s
         .stdin
         .take()
-        .map(|st| Input::Reader(Box::new(st) as Box<dyn tokio::io::AsyncRead + Send + Unpin>));
+        .map(|st| Input(Box::new(st) as Box<dyn tokio::io::AsyncRead + Send + Unpin>));
     let resize = s.resize.take().map(|mut st| {
         let (tx, rx) = mpsc::channel::<TermSize>(4);
         tasks.push(tokio::spawn(async move {
@@ -157,7 +157,7 @@ where
     let stdout = shared(s.stdout.take());
     let stderr = shared(s.stderr.take());
     let as_output = |w: &Option<Arc<tokio::sync::Mutex<SpdyStream>>>| {
-        w.clone().map(|w| Output::Writer(w as SharedWriter))
+        w.clone().map(|w| Output::direct(w as SharedWriter))
     };
     let io = ExecIo {
         stdin,

@@ -3,14 +3,19 @@
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::stream::SplitSink;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
 
 use super::Exec;
 use super::protocol::{self, Protocol, SUPPORTED};
-use crate::console::{ExecIo, Input, Output, TermSize};
+use crate::console::{ExecIo, Input, Output, SharedWriter, TermSize};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -38,99 +43,61 @@ async fn run(socket: WebSocket, exec: Exec) {
         .and_then(|p| p.to_str().ok())
         .and_then(Protocol::from_name)
         .unwrap_or(Protocol::V1);
-    let (sink, mut stream) = socket.split();
+    let (sink, stream) = socket.split();
     let o = &exec.options;
-    // The console's output channels are read by the writer itself (no forwarding task in
-    // between: every task hop is a wake-up on the keystroke → echo path).
-    let (stdout_tx, stdout_rx) = out_channel(o.stdout);
-    let (stderr_tx, stderr_rx) = out_channel(o.stderr);
-    let (end_tx, end_rx) = oneshot::channel::<Option<Vec<u8>>>();
-    let writer = tokio::spawn(write_loop(sink, stdout_rx, stderr_rx, end_rx));
-
-    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(8);
+    // The console reads stdin from the socket and writes its output into it itself, with no
+    // task in between: every hop between tasks is a wake-up on the keystroke → echo path.
+    let sink = Arc::new(Mutex::new(sink));
     let (resize_tx, resize_rx) = mpsc::channel::<TermSize>(4);
-    let reader = tokio::spawn(async move {
-        let mut stdin_tx = Some(stdin_tx);
-        while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            let Some((&ch, rest)) = data.split_first() else {
-                continue;
-            };
-            match ch {
-                STDIN => {
-                    if let Some(tx) = &stdin_tx
-                        && tx.send(data.slice(1..)).await.is_err()
-                    {
-                        stdin_tx = None;
-                    }
-                }
-                RESIZE => {
-                    if let Ok(size) = serde_json::from_slice::<TermSize>(rest) {
-                        let _ = resize_tx.send(size).await;
-                    }
-                }
-                CLOSE if proto >= Protocol::V5 && rest.first() == Some(&STDIN) => {
-                    stdin_tx = None; // stdin EOF
-                }
-                _ => {}
-            }
-        }
-    });
-
+    let input = WsInput {
+        stream,
+        pending: Bytes::new(),
+        resize: Some(resize_tx),
+        proto,
+        eof: false,
+    };
+    // Without stdin the console never reads, so resizes and the close are read here.
+    let mut reader = None;
+    let stdin = if o.stdin {
+        Some(Input(Box::new(input)))
+    } else {
+        let mut input = input;
+        reader = Some(tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while matches!(input.read(&mut buf).await, Ok(n) if n > 0) {}
+        }));
+        None
+    };
+    let output = |wanted: bool, channel: u8| {
+        wanted.then(|| {
+            let w: SharedWriter = Arc::new(tokio::sync::Mutex::new(WsOutput {
+                sink: sink.clone(),
+                channel,
+            }));
+            Output::flushed(w)
+        })
+    };
     let io = ExecIo {
-        stdin: o.stdin.then_some(Input::Channel(stdin_rx)),
-        stdout: stdout_tx.map(Output::Channel),
-        stderr: stderr_tx.map(Output::Channel),
+        stdin,
+        stdout: output(o.stdout, STDOUT),
+        stderr: output(o.stderr, STDERR),
         resize: (o.tty && proto.supports_resize()).then_some(resize_rx),
     };
     let result = exec.run(io).await;
+    if let Some(r) = reader {
+        r.abort();
+    }
     let msg = match &result {
         Ok(outcome) => protocol::exit_message(proto, &exec.options.command, outcome),
         Err(m) => Some(protocol::failure_message(proto, m)),
     };
-    // The writer drains stdout and stderr first, then sends the status and the close.
-    let _ = end_tx.send(msg);
-    let _ = writer.await;
-    reader.abort();
-}
-
-fn out_channel(wanted: bool) -> (Option<mpsc::Sender<Bytes>>, Option<mpsc::Receiver<Bytes>>) {
-    if wanted {
-        let (tx, rx) = mpsc::channel::<Bytes>(8);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    }
-}
-
-/// Writes stdout and stderr as they come; once both are closed (the session is over), the
-/// error-channel message from `end` and a normal close.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut stdout: Option<mpsc::Receiver<Bytes>>,
-    mut stderr: Option<mpsc::Receiver<Bytes>>,
-    end: oneshot::Receiver<Option<Vec<u8>>>,
-) {
-    while stdout.is_some() || stderr.is_some() {
-        let (channel, next) = tokio::select! {
-            b = recv_opt(&mut stdout) => (STDOUT, b),
-            b = recv_opt(&mut stderr) => (STDERR, b),
-        };
-        match next {
-            Some(b) => {
-                if sink.send(frame(channel, &b)).await.is_err() {
-                    return;
-                }
-            }
-            None if channel == STDOUT => stdout = None,
-            None => stderr = None,
-        }
-    }
-    if let Ok(Some(m)) = end.await
+    // The console's writers are gone with `io`: the sink is ours again, for the status and
+    // a normal close.
+    let Ok(sink) = Arc::try_unwrap(sink) else {
+        return;
+    };
+    let mut sink = sink.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = msg
         && sink.send(frame(ERROR, &m)).await.is_err()
     {
         return;
@@ -144,9 +111,98 @@ async fn write_loop(
     let _ = sink.close().await;
 }
 
-async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// Stdin as a byte stream: the payloads of stdin messages. Resize messages go to the
+/// console's resize channel on the way; a close of stdin (v5), a close message or the end of
+/// the socket is end of file.
+struct WsInput {
+    stream: SplitStream<WebSocket>,
+    pending: Bytes,
+    resize: Option<mpsc::Sender<TermSize>>,
+    proto: Protocol,
+    eof: bool,
+}
+
+impl AsyncRead for WsInput {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if self.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let data = match ready!(self.stream.poll_next_unpin(cx)) {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    self.eof = true;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            let Some((&ch, rest)) = data.split_first() else {
+                continue;
+            };
+            match ch {
+                STDIN => self.pending = data.slice(1..),
+                RESIZE => {
+                    if let Ok(size) = serde_json::from_slice::<TermSize>(rest)
+                        && let Some(tx) = &self.resize
+                        // Only the latest size matters: one that finds the queue full is
+                        // dropped rather than holding up stdin.
+                        && let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(size)
+                    {
+                        self.resize = None;
+                    }
+                }
+                CLOSE if self.proto >= Protocol::V5 && rest.first() == Some(&STDIN) => {
+                    self.eof = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One output channel (stdout or stderr) written into the socket as binary messages; both
+/// share the sink.
+struct WsOutput {
+    sink: Arc<Mutex<SplitSink<WebSocket, Message>>>,
+    channel: u8,
+}
+
+impl WsOutput {
+    fn sink(&self) -> std::sync::MutexGuard<'_, SplitSink<WebSocket, Message>> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AsyncWrite for WsOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut sink = self.sink();
+        ready!(sink.poll_ready_unpin(cx)).map_err(std::io::Error::other)?;
+        sink.start_send_unpin(frame(self.channel, data))
+            .map_err(std::io::Error::other)?;
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.sink()
+            .poll_flush_unpin(cx)
+            .map_err(std::io::Error::other)
+    }
+
+    /// The socket stays open for the status message; `run` closes it.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
