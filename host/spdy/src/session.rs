@@ -12,12 +12,13 @@
 //! [`Session::closed`].
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::codec::{Decoded, Decoder, Encoder};
 use crate::config::Config;
@@ -85,10 +86,10 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let shared = Shared::new(config, role);
         let (rd, wr) = tokio::io::split(io);
+        let shared = Shared::new(config, role, WriterSide::new(wr));
         tokio::spawn(read_loop(rd, shared.clone()));
-        tokio::spawn(write_loop(wr, shared.clone()));
+        tokio::spawn(write_loop(shared.clone()));
         shared.kick(crate::state::Kick {
             writer: true,
             ..Default::default()
@@ -289,84 +290,132 @@ async fn read_loop<R: AsyncRead>(rd: R, shared: Arc<Shared>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite>(wr: W, shared: Arc<Shared>) {
-    tokio::pin!(wr);
-    let mut encoder = match Encoder::new() {
-        Ok(e) => e,
-        Err(e) => {
-            let kick = shared.lock().close(SessionError::Io(e.to_string()));
-            shared.kick(kick);
-            return;
+/// The sending half of the transport and what is on its way through it. Shared by the writer
+/// task and by streams writing data: a stream that finds it idle writes its frame itself,
+/// saving a wake-up of the writer task on the keystroke → echo path.
+pub(crate) struct WriterSide {
+    wr: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Created on first use (zlib initialisation can fail; that closes the session).
+    encoder: Option<Encoder>,
+    /// Encoded frames not yet accepted by the transport.
+    out: BytesMut,
+    /// The frames in `out`, accounted as written once `out` is written and flushed.
+    batch: Vec<(Frame, usize)>,
+    /// `out` is written; the transport's flush is pending.
+    flushing: bool,
+    /// Nothing waits on the transport. Otherwise the writer task does (its waker is
+    /// registered with the transport) and streams leave the writing to it: polling the
+    /// transport with another waker would replace that one.
+    pub(crate) idle: bool,
+}
+
+impl WriterSide {
+    pub(crate) fn new<W: AsyncWrite + Send + 'static>(wr: W) -> Self {
+        WriterSide {
+            wr: Box::pin(wr),
+            encoder: None,
+            out: BytesMut::with_capacity(64 << 10),
+            batch: Vec::new(),
+            flushing: false,
+            idle: true,
         }
-    };
-    let mut out = BytesMut::with_capacity(64 << 10);
-    let mut batch = Vec::new();
-    loop {
-        {
-            let mut st = shared.lock();
-            // Batch up to ~64 KiB so one syscall carries many small frames.
-            let mut cost = 0;
-            while cost < (64 << 10) {
-                let Some(item) = st.urgent.pop_front().or_else(|| st.queue.pop_front()) else {
-                    break;
-                };
-                cost += item.1;
-                batch.push(item);
-            }
-            if batch.is_empty() && st.closed.is_some() {
-                break;
-            }
-        }
-        if batch.is_empty() {
-            shared.writer_wake.notified().await;
-            continue;
-        }
-        out.clear();
-        let mut encode_error = None;
-        for (frame, _) in &batch {
-            tracing::trace!(?frame, "SPDY frame sent");
-            if let Err(e) = encoder.encode(frame, &mut out) {
-                encode_error = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = encode_error {
-            let kick = shared
-                .lock()
-                .close(SessionError::Io(format!("cannot encode a frame: {e}")));
-            shared.kick(kick);
-            break;
-        }
-        let res = async {
-            wr.write_all(&out).await?;
-            wr.flush().await
-        }
-        .await;
-        if let Err(e) = res {
-            let kick = shared.lock().close(SessionError::Io(e.to_string()));
-            shared.kick(kick);
-            break;
-        }
-        let kick = {
-            let mut st = shared.lock();
-            for (frame, cost) in batch.drain(..) {
-                let data_of = match &frame {
-                    Frame::Data {
-                        stream_id,
-                        data,
-                        fin,
-                    } => Some((*stream_id, data.len() + usize::from(*fin))),
-                    _ => None,
-                };
-                st.written(cost, data_of);
-            }
-            st.wake_writers();
-            crate::state::Kick {
-                reader: true,
-                ..Default::default()
-            }
-        };
-        shared.kick(kick);
     }
-    let _ = wr.shutdown().await;
+
+    /// Writes every queued frame: `Ready(Ok)` once the queue is empty and all of it is
+    /// flushed, `Pending` while the transport is not ready (it wakes `cx`).
+    pub(crate) fn poll_drain(
+        &mut self,
+        shared: &Shared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SessionError>> {
+        loop {
+            if self.out.is_empty() && !self.flushing {
+                {
+                    let mut st = shared.lock();
+                    // Batch up to ~64 KiB so one syscall carries many small frames.
+                    let mut cost = 0;
+                    while cost < (64 << 10) {
+                        let Some(item) = st.urgent.pop_front().or_else(|| st.queue.pop_front())
+                        else {
+                            break;
+                        };
+                        cost += item.1;
+                        self.batch.push(item);
+                    }
+                }
+                if self.batch.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                let encoder =
+                    match &mut self.encoder {
+                        Some(e) => e,
+                        None => self.encoder.insert(Encoder::new().map_err(|e| {
+                            SessionError::Io(format!("cannot encode a frame: {e}"))
+                        })?),
+                    };
+                for (frame, _) in &self.batch {
+                    tracing::trace!(?frame, "SPDY frame sent");
+                    encoder
+                        .encode(frame, &mut self.out)
+                        .map_err(|e| SessionError::Io(format!("cannot encode a frame: {e}")))?;
+                }
+            }
+            while !self.out.is_empty() {
+                let n = ready!(self.wr.as_mut().poll_write(cx, &self.out))
+                    .map_err(|e| SessionError::Io(e.to_string()))?;
+                if n == 0 {
+                    return Poll::Ready(Err(SessionError::Io(
+                        "the transport accepts no more data".into(),
+                    )));
+                }
+                let _ = self.out.split_to(n);
+                self.flushing = true;
+            }
+            ready!(self.wr.as_mut().poll_flush(cx)).map_err(|e| SessionError::Io(e.to_string()))?;
+            self.flushing = false;
+            let kick = {
+                let mut st = shared.lock();
+                for (frame, cost) in self.batch.drain(..) {
+                    let data_of = match &frame {
+                        Frame::Data {
+                            stream_id,
+                            data,
+                            fin,
+                        } => Some((*stream_id, data.len() + usize::from(*fin))),
+                        _ => None,
+                    };
+                    st.written(cost, data_of);
+                }
+                st.wake_writers();
+                crate::state::Kick {
+                    reader: true,
+                    ..Default::default()
+                }
+            };
+            shared.kick(kick);
+        }
+    }
+}
+
+async fn write_loop(shared: Arc<Shared>) {
+    loop {
+        let drained = poll_fn(|cx| {
+            let mut w = shared.writer();
+            let r = w.poll_drain(&shared, cx);
+            w.idle = r.is_ready();
+            r
+        })
+        .await;
+        if let Err(e) = drained {
+            let kick = shared.lock().close(e);
+            shared.kick(kick);
+            break;
+        }
+        // The queue was empty when the drain ended: a closed session is done.
+        if shared.lock().closed.is_some() {
+            break;
+        }
+        shared.writer_wake.notified().await;
+    }
+    let _ = poll_fn(|cx| shared.writer().wr.as_mut().poll_shutdown(cx)).await;
 }

@@ -19,6 +19,7 @@ use crate::frame::{
     DEFAULT_WINDOW, Frame, GoAwayStatus, Headers, MAX_WINDOW, RstStatus, StreamId, SynStream,
     setting_id,
 };
+use crate::session::WriterSide;
 
 /// Which end of the connection this session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ const CONTROL_COST: usize = 32;
 
 pub(crate) struct Shared {
     pub state: Mutex<State>,
+    /// The transport's sending half. Lock order: `writer` before `state`, never the reverse.
+    writer: Mutex<WriterSide>,
     /// Wakes the writer task: frames queued, or the session closed.
     pub writer_wake: Notify,
     /// Wakes the reader task: buffers drained, write queue drained, or the session closed.
@@ -58,11 +61,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, role: Role) -> Arc<Self> {
+    pub fn new(config: Config, role: Role, writer: WriterSide) -> Arc<Self> {
         let config = config.normalized();
         let state = State::new(&config, role);
         Arc::new(Self {
             state: Mutex::new(state),
+            writer: Mutex::new(writer),
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),
             closed_notify: Notify::new(),
@@ -75,6 +79,40 @@ impl Shared {
     /// that could panic, and a panicking stream task must not take the session down.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn writer(&self) -> MutexGuard<'_, WriterSide> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends queued frames from the calling task when the transport is idle (no task wake-up
+    /// in between); otherwise, or when it cannot take everything now, the writer task does.
+    /// Call without holding the state lock.
+    pub fn write_now(&self) {
+        let mut w = match self.writer.try_lock() {
+            Ok(w) if w.idle => w,
+            // The writer task is at it (or waits on the transport); it drains the queue
+            // before it sleeps again.
+            _ => {
+                self.writer_wake.notify_one();
+                return;
+            }
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match w.poll_drain(self, &mut cx) {
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(e)) => {
+                drop(w);
+                let kick = self.lock().close(e);
+                self.kick(kick);
+            }
+            // The transport registered a waker that does nothing: hand over to the writer task.
+            std::task::Poll::Pending => {
+                w.idle = false;
+                drop(w);
+                self.writer_wake.notify_one();
+            }
+        }
     }
 
     /// Wakes the tasks that react to `State` changes made under the lock just released.

@@ -307,7 +307,7 @@ impl AsyncWrite for SpdyStream {
             Ok(n) => {
                 st.queue_data(this.id, Bytes::copy_from_slice(&buf[..n]));
                 drop(st);
-                this.shared.writer_wake.notify_one();
+                this.shared.write_now();
                 Poll::Ready(Ok(n))
             }
         }
