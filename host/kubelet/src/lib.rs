@@ -43,6 +43,7 @@ pub use config::{
 pub use declared::{DECLARED_FEATURES, declared_features_patch};
 pub use error::KubeletError;
 pub use locator::{ContainerLocation, LocateError, PodLocator};
+pub use state::ExecTransports;
 pub use tls::CertStore;
 
 /// A bound, not yet running kubelet API (so callers learn the port before serving).
@@ -136,6 +137,11 @@ impl KubeletServer {
     /// The serving certificate holder (to inspect, or to swap in a new certificate).
     pub fn cert_store(&self) -> Arc<CertStore> {
         self.store.clone()
+    }
+
+    /// Exec sessions served so far, by transport.
+    pub fn exec_transports(&self) -> Arc<state::ExecTransports> {
+        self.state.exec_transports.clone()
     }
 
     /// Serves until `shutdown` completes; then stops accepting, ends open streams, drains.

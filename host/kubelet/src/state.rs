@@ -23,7 +23,16 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     pub cpu: crate::stats::CpuCounters,
     pub started: chrono::DateTime<chrono::Utc>,
+    pub exec_transports: Arc<ExecTransports>,
     streams: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Exec sessions served so far, by the transport the caller used (an API server 1.36+ speaks
+/// WebSocket to a kubelet that declares `ExtendWebSocketsToKubelet`, older ones SPDY).
+#[derive(Debug, Default)]
+pub struct ExecTransports {
+    pub websocket: std::sync::atomic::AtomicU64,
+    pub spdy: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -47,6 +56,7 @@ impl AppState {
             shutdown,
             cpu: Default::default(),
             started: chrono::Utc::now(),
+            exec_transports: Arc::default(),
             streams: Arc::default(),
         }
     }

@@ -247,6 +247,7 @@ async fn kubectl_through_the_real_apiserver() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    edge.assert_exec_transport();
     drop(_dump);
     edge.stop().await;
 }

@@ -105,12 +105,17 @@ async fn serve(
         _guard: guard,
     };
     tracing::debug!(%namespace, %pod, %container, transport = %upgrade, "exec request");
+    let counted = |c: &std::sync::atomic::AtomicU64| {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
     if upgrade == "websocket" {
+        counted(&state.exec_transports.websocket);
         match axum::extract::ws::WebSocketUpgrade::from_request(req, &()).await {
             Ok(ws) => ws::serve(ws, exec),
             Err(rej) => rej.into_response(),
         }
     } else if upgrade.starts_with("spdy/") {
+        counted(&state.exec_transports.spdy);
         spdy::serve(req, exec)
     } else if let Some(m) = exec.refuse {
         text(StatusCode::NOT_IMPLEMENTED, m)

@@ -186,6 +186,8 @@ pub struct EdgeNode {
     pub node: String,
     pub port: u16,
     pub store: Arc<CertStore>,
+    /// Exec sessions by transport, as the kubelet API counted them.
+    pub exec: Arc<vk_kubelet::ExecTransports>,
     pub emu: RunningEmulator,
     pub sp: stackpath_client::Client,
     pub loc: ContainerLocation,
@@ -246,6 +248,7 @@ impl EdgeNode {
             .expect("bootstrapped and bound");
         let port = server.local_addr().port();
         let store = server.cert_store();
+        let exec = server.exec_transports();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stop_rx.await;
@@ -260,6 +263,7 @@ impl EdgeNode {
             node,
             port,
             store,
+            exec,
             emu,
             sp,
             loc,
@@ -267,6 +271,30 @@ impl EdgeNode {
             task,
             approver,
             _dir: dir,
+        }
+    }
+
+    /// Asserts which transports the API server used toward this kubelet for exec. Before 1.36
+    /// always SPDY (it translates a WebSocket client's session into SPDY). From 1.36 on, with
+    /// the node declaring `ExtendWebSocketsToKubelet`, a WebSocket client's session stays
+    /// WebSocket through to the kubelet while an SPDY client's (kubectl 1.27) stays SPDY: both.
+    pub fn assert_exec_transport(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (ws, spdy) = (
+            self.exec.websocket.load(Relaxed),
+            self.exec.spdy.load(Relaxed),
+        );
+        let minor = local_cluster::K8sVersion::from_env().unwrap().minor();
+        if minor >= 36 {
+            assert!(
+                ws > 0 && spdy > 0,
+                "1.{minor}: exec sessions websocket={ws} spdy={spdy}, expected both"
+            );
+        } else {
+            assert!(
+                spdy > 0 && ws == 0,
+                "1.{minor}: exec sessions websocket={ws} spdy={spdy}, expected SPDY only"
+            );
         }
     }
 
