@@ -109,16 +109,7 @@ fn test() -> Result<(), String> {
     step(
         "kubernetes 1.37 control plane",
         "cargo",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "local-cluster",
-            "--",
-            "build",
-            "--k8s-version",
-            "1.37",
-        ],
+        &[CONTROL_PLANE_BUILD, &["--k8s-version", "1.37"]].concat(),
     )?;
     step(
         "kubelet API through kube-apiserver 1.37",
