@@ -57,6 +57,16 @@ pub(crate) fn step(name: &str, program: &str, args: &[&str]) -> Result<(), Strin
     }
 }
 
+/// Installs a Debian package the checks need (`what` names it in the step line).
+fn apt_install(what: &str, package: &str) -> Result<(), String> {
+    step("package lists", "apt-get", &["update", "-q"])?;
+    step(
+        &format!("install {what}"),
+        "apt-get",
+        &["install", "-y", "-q", package],
+    )
+}
+
 fn have(program: &str, args: &[&str]) -> bool {
     Command::new(program)
         .args(args)
@@ -161,21 +171,11 @@ fn system_tools() -> Result<(), String> {
         );
     }
     if !have("ssh", &["-V"]) {
-        step("package lists", "apt-get", &["update", "-q"])?;
-        step(
-            "install ssh client",
-            "apt-get",
-            &["install", "-y", "-q", "openssh-client"],
-        )?;
+        apt_install("ssh client", "openssh-client")?;
     }
     // ring compiles C for the musl target of the container image.
     if !have("musl-gcc", &["-v"]) && !have("x86_64-linux-musl-gcc", &["-v"]) {
-        step("package lists", "apt-get", &["update", "-q"])?;
-        step(
-            "install musl C compiler",
-            "apt-get",
-            &["install", "-y", "-q", "musl-tools"],
-        )?;
+        apt_install("musl C compiler", "musl-tools")?;
     }
     step(
         "musl target (container image)",
