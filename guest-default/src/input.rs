@@ -1,106 +1,128 @@
 //! The parts of a Kubernetes Pod the default policy reads. Unknown fields are ignored (the API
 //! server adds many); every field is optional here so that a raw manifest and an
 //! API-server-defaulted pod both parse, and the mapping applies Kubernetes' defaults itself.
+//!
+//! Strings borrow from the pod's JSON ([`Str`]); what the policy only needs to know is set
+//! (unsupported volume sources, `envFrom`, seccomp profiles, …) is skipped, not built.
 
 use crate::prelude::*;
 
 use alloc::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
+pub use crate::text::Str;
+
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Pod {
-    pub metadata: ObjectMeta,
-    pub spec: PodSpec,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Pod<'a> {
+    pub metadata: ObjectMeta<'a>,
+    pub spec: PodSpec<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ObjectMeta {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    pub annotations: BTreeMap<String, String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ObjectMeta<'a> {
+    pub name: Option<Str<'a>>,
+    pub namespace: Option<Str<'a>>,
+    pub annotations: BTreeMap<Str<'a>, Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct PodSpec {
-    pub containers: Vec<Container>,
-    pub init_containers: Vec<Container>,
-    pub volumes: Vec<Volume>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct PodSpec<'a> {
+    pub containers: Vec<Container<'a>>,
+    pub init_containers: Vec<Container<'a>>,
+    pub volumes: Vec<Volume<'a>>,
     pub termination_grace_period_seconds: Option<i64>,
-    pub host_aliases: Vec<HostAlias>,
-    pub dns_config: Option<DnsConfig>,
+    pub host_aliases: Vec<HostAlias<'a>>,
+    pub dns_config: Option<DnsConfig<'a>>,
     pub share_process_namespace: Option<bool>,
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<PodSecurityContext<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Container {
-    pub name: String,
-    pub image: Option<String>,
-    pub command: Option<Vec<String>>,
-    pub args: Option<Vec<String>>,
-    pub working_dir: Option<String>,
-    pub ports: Vec<ContainerPort>,
-    pub env: Vec<EnvVar>,
-    pub env_from: Vec<Value>,
-    pub resources: Resources,
-    pub volume_mounts: Vec<VolumeMount>,
-    pub liveness_probe: Option<Probe>,
-    pub readiness_probe: Option<Probe>,
-    pub startup_probe: Option<Probe>,
-    pub lifecycle: Option<Lifecycle>,
-    pub image_pull_policy: Option<String>,
-    pub termination_message_path: Option<String>,
-    pub termination_message_policy: Option<String>,
-    pub security_context: Option<SecurityContext>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Container<'a> {
+    pub name: Str<'a>,
+    pub image: Option<Str<'a>>,
+    pub command: Option<Vec<Str<'a>>>,
+    pub args: Option<Vec<Str<'a>>>,
+    pub working_dir: Option<Str<'a>>,
+    pub ports: Vec<ContainerPort<'a>>,
+    pub env: Vec<EnvVar<'a>>,
+    /// Only whether it is set matters: it is not supported.
+    pub env_from: Vec<IgnoredAny>,
+    pub resources: Resources<'a>,
+    pub volume_mounts: Vec<VolumeMount<'a>>,
+    pub liveness_probe: Option<Probe<'a>>,
+    pub readiness_probe: Option<Probe<'a>>,
+    pub startup_probe: Option<Probe<'a>>,
+    pub lifecycle: Option<Lifecycle<'a>>,
+    pub image_pull_policy: Option<Str<'a>>,
+    pub termination_message_path: Option<Str<'a>>,
+    pub termination_message_policy: Option<Str<'a>>,
+    pub security_context: Option<SecurityContext<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ContainerPort {
-    pub name: Option<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct ContainerPort<'a> {
+    pub name: Option<Str<'a>>,
     pub container_port: Option<i64>,
-    pub protocol: Option<String>,
+    pub protocol: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct EnvVar<'a> {
+    pub name: Str<'a>,
+    pub value: Option<Str<'a>>,
+    pub value_from: Option<ValueFrom>,
+}
+
+/// Where an env value comes from. The host resolves it; the policy only needs to know whether
+/// a missing key may be left unset (`optional: true`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ValueFrom {
+    pub config_map_key_ref: Option<KeyRef>,
+    pub secret_key_ref: Option<KeyRef>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct EnvVar {
-    pub name: String,
-    pub value: Option<String>,
-    pub value_from: Option<Value>,
+pub struct KeyRef {
+    pub optional: Option<bool>,
 }
 
 /// Quantities stay raw JSON: YAML `cpu: 1` arrives as a number, the API server stores strings.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Resources {
-    pub requests: BTreeMap<String, Value>,
-    pub limits: BTreeMap<String, Value>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Resources<'a> {
+    pub requests: BTreeMap<Str<'a>, Value>,
+    pub limits: BTreeMap<Str<'a>, Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct VolumeMount {
-    pub name: String,
-    pub mount_path: String,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct VolumeMount<'a> {
+    pub name: Str<'a>,
+    pub mount_path: Str<'a>,
 }
 
 /// A probe: a handler (the same fields as [`Handler`], listed here rather than flattened,
 /// which would make serde buffer every probe) plus timings.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Probe {
-    pub http_get: Option<HttpGet>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Probe<'a> {
+    pub http_get: Option<HttpGet<'a>>,
     pub tcp_socket: Option<TcpSocket>,
-    pub exec: Option<Exec>,
-    pub sleep: Option<Value>,
-    pub grpc: Option<Value>,
+    pub exec: Option<Exec<'a>>,
+    pub sleep: Option<IgnoredAny>,
+    pub grpc: Option<IgnoredAny>,
     pub initial_delay_seconds: Option<i32>,
     pub timeout_seconds: Option<i32>,
     pub period_seconds: Option<i32>,
@@ -108,8 +130,8 @@ pub struct Probe {
     pub failure_threshold: Option<i32>,
 }
 
-impl Probe {
-    pub fn handler(&self) -> HandlerRef<'_> {
+impl<'a> Probe<'a> {
+    pub fn handler(&self) -> HandlerRef<'_, 'a> {
         HandlerRef {
             http_get: self.http_get.as_ref(),
             tcp_socket: self.tcp_socket.as_ref(),
@@ -121,16 +143,16 @@ impl Probe {
 
 /// The handler shapes shared by probes and lifecycle hooks.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Handler {
-    pub http_get: Option<HttpGet>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Handler<'a> {
+    pub http_get: Option<HttpGet<'a>>,
     pub tcp_socket: Option<TcpSocket>,
-    pub exec: Option<Exec>,
-    pub sleep: Option<Value>,
+    pub exec: Option<Exec<'a>>,
+    pub sleep: Option<IgnoredAny>,
 }
 
-impl Handler {
-    pub fn view(&self) -> HandlerRef<'_> {
+impl<'a> Handler<'a> {
+    pub fn view(&self) -> HandlerRef<'_, 'a> {
         HandlerRef {
             http_get: self.http_get.as_ref(),
             tcp_socket: self.tcp_socket.as_ref(),
@@ -142,29 +164,29 @@ impl Handler {
 
 /// A handler's actions, borrowed from a probe or a lifecycle hook.
 #[derive(Debug, Clone, Copy)]
-pub struct HandlerRef<'a> {
-    pub http_get: Option<&'a HttpGet>,
-    pub tcp_socket: Option<&'a TcpSocket>,
-    pub exec: Option<&'a Exec>,
+pub struct HandlerRef<'r, 'a> {
+    pub http_get: Option<&'r HttpGet<'a>>,
+    pub tcp_socket: Option<&'r TcpSocket>,
+    pub exec: Option<&'r Exec<'a>>,
     /// Whether a `sleep` action is set.
     pub sleep: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct HttpGet {
-    pub path: Option<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct HttpGet<'a> {
+    pub path: Option<Str<'a>>,
     pub port: Value,
-    pub scheme: Option<String>,
-    pub http_headers: Vec<HttpHeader>,
-    pub host: Option<String>,
+    pub scheme: Option<Str<'a>>,
+    pub http_headers: Vec<HttpHeader<'a>>,
+    pub host: Option<Str<'a>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct HttpHeader {
-    pub name: String,
-    pub value: String,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct HttpHeader<'a> {
+    pub name: Str<'a>,
+    pub value: Str<'a>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -174,124 +196,215 @@ pub struct TcpSocket {
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Exec {
-    pub command: Vec<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Exec<'a> {
+    pub command: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Lifecycle {
-    pub post_start: Option<Handler>,
-    pub pre_stop: Option<Handler>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Lifecycle<'a> {
+    pub post_start: Option<Handler<'a>>,
+    pub pre_stop: Option<Handler<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct SecurityContext {
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct SecurityContext<'a> {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
     pub run_as_non_root: Option<bool>,
     pub read_only_root_filesystem: Option<bool>,
     pub allow_privilege_escalation: Option<bool>,
-    pub capabilities: Option<Capabilities>,
+    pub capabilities: Option<Capabilities<'a>>,
     pub privileged: Option<bool>,
-    pub se_linux_options: Option<Value>,
-    pub seccomp_profile: Option<Value>,
-    pub app_armor_profile: Option<Value>,
-    pub proc_mount: Option<String>,
-    pub windows_options: Option<Value>,
+    pub se_linux_options: Option<IgnoredAny>,
+    pub seccomp_profile: Option<IgnoredAny>,
+    pub app_armor_profile: Option<IgnoredAny>,
+    pub proc_mount: Option<Str<'a>>,
+    pub windows_options: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Capabilities {
-    pub add: Vec<String>,
-    pub drop: Vec<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Capabilities<'a> {
+    pub add: Vec<Str<'a>>,
+    pub drop: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct PodSecurityContext {
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct PodSecurityContext<'a> {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
     pub run_as_non_root: Option<bool>,
     pub supplemental_groups: Vec<i64>,
-    pub sysctls: Vec<Sysctl>,
+    pub sysctls: Vec<Sysctl<'a>>,
     pub fs_group: Option<i64>,
-    pub fs_group_change_policy: Option<String>,
-    pub se_linux_options: Option<Value>,
-    pub seccomp_profile: Option<Value>,
-    pub app_armor_profile: Option<Value>,
-    pub windows_options: Option<Value>,
+    pub fs_group_change_policy: Option<Str<'a>>,
+    pub se_linux_options: Option<IgnoredAny>,
+    pub seccomp_profile: Option<IgnoredAny>,
+    pub app_armor_profile: Option<IgnoredAny>,
+    pub windows_options: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Sysctl {
-    pub name: String,
-    pub value: String,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Sysctl<'a> {
+    pub name: Str<'a>,
+    pub value: Str<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct HostAlias {
-    pub ip: String,
-    pub hostnames: Vec<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct HostAlias<'a> {
+    pub ip: Str<'a>,
+    pub hostnames: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct DnsConfig {
-    pub nameservers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<DnsOption>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct DnsConfig<'a> {
+    pub nameservers: Vec<Str<'a>>,
+    pub searches: Vec<Str<'a>>,
+    pub options: Vec<DnsOption<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct DnsOption {
-    pub name: String,
-    pub value: Option<String>,
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct DnsOption<'a> {
+    pub name: Str<'a>,
+    pub value: Option<Str<'a>>,
 }
 
 /// A volume: its name, its CSI source when it has one, and which other source it uses (so
-/// that warnings can name it). Read from raw JSON, since a volume has some thirty source kinds.
+/// that warnings can name it). A volume has some thirty source kinds, so the others are read
+/// as keys only: their contents are skipped, not built.
 #[derive(Debug, Default)]
-pub struct Volume {
-    pub name: String,
-    pub csi: Option<Csi>,
-    /// The source kind (`emptyDir`, `configMap`, `projected`, …) when it is not CSI.
-    pub kind: Option<String>,
-    pub projected: Option<Value>,
+pub struct Volume<'a> {
+    pub name: Str<'a>,
+    pub csi: Option<Csi<'a>>,
+    /// The source kind (`emptyDir`, `configMap`, `projected`, …) when it is not CSI: the first
+    /// set one in key order.
+    pub kind: Option<Str<'a>>,
+    pub projected: Option<Projected>,
 }
 
-impl<'de> Deserialize<'de> for Volume {
+impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut map = serde_json::Map::<String, Value>::deserialize(d)?;
-        let name = match map.remove("name") {
-            Some(Value::String(n)) => n,
-            None | Some(Value::Null) => String::new(),
-            Some(_) => return Err(serde::de::Error::custom("volume name must be a string")),
-        };
-        let csi = match map.remove("csi") {
-            Some(v) => Some(Csi::deserialize(v).map_err(serde::de::Error::custom)?),
-            None => None,
-        };
-        let projected = map.get("projected").cloned();
-        let kind = map.into_iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k);
-        Ok(Volume {
-            name,
-            csi,
-            kind,
-            projected,
-        })
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Volume<'de>;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a volume object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Volume<'de>, M::Error> {
+                let mut v = Volume::default();
+                while let Some(key) = m.next_key::<Str<'de>>()? {
+                    match key.as_str() {
+                        "name" => {
+                            if let Some(n) = m.next_value::<Option<Str<'de>>>()? {
+                                v.name = n;
+                            }
+                        }
+                        "csi" => v.csi = m.next_value()?,
+                        _ => {
+                            let set = if key == "projected" {
+                                v.projected = m.next_value()?;
+                                v.projected.is_some()
+                            } else {
+                                m.next_value::<Option<IgnoredAny>>()?.is_some()
+                            };
+                            if set && v.kind.as_ref().is_none_or(|k| key < *k) {
+                                v.kind = Some(key);
+                            }
+                        }
+                    }
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_map(V)
     }
+}
+
+/// A projected volume: enough to recognise the service-account token Kubernetes adds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Projected {
+    pub sources: Vec<ProjectedSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Csi {
-    pub driver: String,
-    pub volume_attributes: BTreeMap<String, String>,
+pub struct ProjectedSource {
+    pub service_account_token: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct Csi<'a> {
+    pub driver: Str<'a>,
+    pub volume_attributes: BTreeMap<Str<'a>, Str<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(json: &str) -> Volume<'_> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn volume_kind_is_the_first_set_source_in_key_order() {
+        let v = volume(r#"{"name":"v","secret":{"secretName":"s"},"emptyDir":{},"nfs":null}"#);
+        assert_eq!(v.name, "v");
+        assert_eq!(v.kind.as_deref(), Some("emptyDir"));
+        assert!(v.csi.is_none() && v.projected.is_none());
+        let v = volume(r#"{"hostPath":null,"name":"n"}"#);
+        assert_eq!(v.kind, None);
+        let v = volume(r#"{"name":null,"configMap":{"items":[{"key":"a","path":"b"}]}}"#);
+        assert_eq!(
+            (v.name.as_str(), v.kind.as_deref()),
+            ("", Some("configMap"))
+        );
+    }
+
+    #[test]
+    fn volume_reads_csi_and_the_service_account_projection() {
+        let v = volume(r#"{"name":"data","csi":{"driver":"d","volumeAttributes":{"size":"2Gi"}}}"#);
+        let csi = v.csi.unwrap();
+        assert_eq!(csi.driver, "d");
+        assert_eq!(
+            csi.volume_attributes.get("size").map(|s| s.as_str()),
+            Some("2Gi")
+        );
+        let v = volume(
+            r#"{"name":"t","projected":{"sources":[{"configMap":{}},{"serviceAccountToken":{"path":"token"}}]}}"#,
+        );
+        assert_eq!(v.kind.as_deref(), Some("projected"));
+        let sources = &v.projected.unwrap().sources;
+        assert!(sources[0].service_account_token.is_none());
+        assert!(sources[1].service_account_token.is_some());
+    }
+
+    #[test]
+    fn volume_rejects_a_name_that_is_not_a_string() {
+        assert!(serde_json::from_str::<Volume<'_>>(r#"{"name":7}"#).is_err());
+    }
+
+    #[test]
+    fn env_value_from_keeps_only_optional() {
+        let e: EnvVar<'_> = serde_json::from_str(
+            r#"{"name":"A","valueFrom":{"secretKeyRef":{"name":"s","key":"k","optional":true}}}"#,
+        )
+        .unwrap();
+        let from = e.value_from.unwrap();
+        assert_eq!(from.secret_key_ref.unwrap().optional, Some(true));
+        assert!(from.config_map_key_ref.is_none());
+    }
 }

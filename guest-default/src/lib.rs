@@ -31,6 +31,7 @@ pub mod mapping;
 pub mod output;
 pub mod quantity;
 pub mod sizing;
+pub mod text;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod bump;

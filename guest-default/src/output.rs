@@ -8,62 +8,64 @@ use alloc::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::text::Str;
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WorkloadSpec {
-    pub containers: BTreeMap<String, ContainerSpec>,
+pub struct WorkloadSpec<'a> {
+    pub containers: BTreeMap<Str<'a>, ContainerSpec<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub init_containers: BTreeMap<String, ContainerSpec>,
+    pub init_containers: BTreeMap<Str<'a>, ContainerSpec<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volume_claim_templates: Vec<VolumeClaim>,
+    pub volume_claim_templates: Vec<VolumeClaim<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<RuntimeSettings>,
+    pub runtime: Option<RuntimeSettings<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerSpec {
-    pub image: String,
+pub struct ContainerSpec<'a> {
+    pub image: Str<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
+    pub command: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
+    pub args: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
+    pub working_dir: Option<Str<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, EnvVar>,
+    pub env: BTreeMap<Str<'a>, EnvVar<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub ports: BTreeMap<String, Port>,
+    pub ports: BTreeMap<Str<'a>, Port>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub liveness_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub startup_probe: Option<Probe>,
+    pub startup_probe: Option<Probe<'a>>,
     pub resources: Resources,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub volume_mounts: Vec<VolumeMount>,
+    pub volume_mounts: Vec<VolumeMount<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Lifecycle>,
-    pub termination_message_path: String,
+    pub lifecycle: Option<Lifecycle<'a>>,
+    pub termination_message_path: Str<'a>,
     pub termination_message_policy: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<SecurityContext<'a>>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum EnvVar {
+pub enum EnvVar<'a> {
     /// `{"value": …}`
-    Value(String),
+    Value(Str<'a>),
     /// `{"secretValue": …}`: the host fills in the real value.
-    SecretValue(String),
+    SecretValue(Str<'a>),
 }
 
 #[derive(Debug, Serialize)]
@@ -80,16 +82,16 @@ pub struct Resources {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VolumeMount {
-    pub slug: String,
-    pub mount_path: String,
+pub struct VolumeMount<'a> {
+    pub slug: Str<'a>,
+    pub mount_path: Str<'a>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Probe {
+pub struct Probe<'a> {
     #[serde(flatten)]
-    pub handler: Handler,
+    pub handler: Handler<'a>,
     pub initial_delay_seconds: i32,
     pub timeout_seconds: i32,
     pub period_seconds: i32,
@@ -99,23 +101,23 @@ pub struct Probe {
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Handler {
+pub struct Handler<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_get: Option<HttpGet>,
+    pub http_get: Option<HttpGet<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpSocket>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exec: Option<Exec>,
+    pub exec: Option<Exec<'a>>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpGet {
-    pub path: String,
+pub struct HttpGet<'a> {
+    pub path: Str<'a>,
     pub port: i64,
-    pub scheme: String,
+    pub scheme: Str<'a>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub http_headers: BTreeMap<String, String>,
+    pub http_headers: BTreeMap<Str<'a>, Str<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,26 +126,26 @@ pub struct TcpSocket {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Exec {
-    pub command: Vec<String>,
+pub struct Exec<'a> {
+    pub command: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Lifecycle {
+pub struct Lifecycle<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub post_start: Option<Handler>,
+    pub post_start: Option<Handler<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pre_stop: Option<Handler>,
+    pub pre_stop: Option<Handler<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SecurityContext {
+pub struct SecurityContext<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_as_user: Option<String>,
+    pub run_as_user: Option<Str<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_as_group: Option<String>,
+    pub run_as_group: Option<Str<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_as_non_root: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,21 +153,21 @@ pub struct SecurityContext {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_privilege_escalation: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<Capabilities>,
+    pub capabilities: Option<Capabilities<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Capabilities {
+pub struct Capabilities<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<String>,
+    pub add: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub drop: Vec<String>,
+    pub drop: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct VolumeClaim {
-    pub name: String,
-    pub slug: String,
+pub struct VolumeClaim<'a> {
+    pub name: Str<'a>,
+    pub slug: Str<'a>,
     pub spec: VolumeClaimSpec,
 }
 
@@ -175,65 +177,65 @@ pub struct VolumeClaimSpec {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RuntimeSettings {
-    pub containers: ContainerRuntime,
+pub struct RuntimeSettings<'a> {
+    pub containers: ContainerRuntime<'a>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerRuntime {
+pub struct ContainerRuntime<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub termination_grace_period_seconds: Option<String>,
+    pub termination_grace_period_seconds: Option<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub host_aliases: Vec<HostAlias>,
+    pub host_aliases: Vec<HostAlias<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_config: Option<DnsConfig>,
+    pub dns_config: Option<DnsConfig<'a>>,
     #[serde(skip_serializing_if = "is_false")]
     pub share_process_namespace: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<PodSecurityContext>,
+    pub security_context: Option<PodSecurityContext<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct HostAlias {
-    pub ip: String,
-    pub hostnames: Vec<String>,
+pub struct HostAlias<'a> {
+    pub ip: Str<'a>,
+    pub hostnames: Vec<Str<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct DnsConfig {
+pub struct DnsConfig<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub nameservers: Vec<String>,
+    pub nameservers: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub searches: Vec<String>,
+    pub searches: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<DnsOption>,
+    pub options: Vec<DnsOption<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct DnsOption {
-    pub name: String,
+pub struct DnsOption<'a> {
+    pub name: Str<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<Str<'a>>,
 }
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodSecurityContext {
+pub struct PodSecurityContext<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_as_user: Option<String>,
+    pub run_as_user: Option<Str<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_as_group: Option<String>,
+    pub run_as_group: Option<Str<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_as_non_root: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub supplemental_groups: Vec<String>,
+    pub supplemental_groups: Vec<Str<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sysctls: Vec<Sysctl>,
+    pub sysctls: Vec<Sysctl<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Sysctl {
-    pub name: String,
-    pub value: String,
+pub struct Sysctl<'a> {
+    pub name: Str<'a>,
+    pub value: Str<'a>,
 }

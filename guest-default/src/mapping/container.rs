@@ -7,10 +7,12 @@ use alloc::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::text::Str;
+
 use super::probe::{map_handler, map_probe};
 use super::{Findings, Path};
 use crate::api::Context;
-use crate::input::{Container, ContainerPort, EnvVar, SecurityContext};
+use crate::input::{Container, ContainerPort, EnvVar, SecurityContext, ValueFrom};
 use crate::output::{
     Capabilities, ContainerSpec, EnvVar as OutEnv, Lifecycle, Port, Resources,
     SecurityContext as OutSecurityContext, VolumeMount,
@@ -34,13 +36,13 @@ const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
 /// Maps one container, returning its name and spec. It is taken by value so that its strings
 /// move into the output.
-pub(crate) fn map_container(
-    mut c: Container,
+pub(crate) fn map_container<'a>(
+    mut c: Container<'a>,
     path: &str,
     ctx: &Context,
-    skipped_volumes: &BTreeMap<String, bool>,
+    skipped_volumes: &BTreeMap<Str<'a>, bool>,
     f: &mut Findings,
-) -> Option<(String, ContainerSpec)> {
+) -> Option<(Str<'a>, ContainerSpec<'a>)> {
     let before = f.violations.len();
     if c.name.is_empty() {
         f.violate(format!("{path}.name"), "every container needs a name");
@@ -140,7 +142,11 @@ pub(crate) fn map_container(
     (f.violations.len() == before).then_some((c.name, spec))
 }
 
-fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<String, Port> {
+fn map_ports<'a>(
+    ports: &[ContainerPort<'a>],
+    path: &str,
+    f: &mut Findings,
+) -> BTreeMap<Str<'a>, Port> {
     let mut out = BTreeMap::new();
     for (i, p) in ports.iter().enumerate() {
         let ppath = || format!("{path}.ports[{i}]");
@@ -148,7 +154,7 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
             .name
             .clone()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".into());
+            .unwrap_or(Str::borrowed("default"));
         let port = match p.container_port {
             Some(n) if (1..=65535).contains(&n) => n,
             Some(n) => {
@@ -194,13 +200,13 @@ fn map_ports(ports: &[ContainerPort], path: &str, f: &mut Findings) -> BTreeMap<
     out
 }
 
-fn map_env(
-    env: Vec<EnvVar>,
+fn map_env<'a>(
+    env: Vec<EnvVar<'a>>,
     container: &str,
     path: &str,
     ctx: &Context,
     f: &mut Findings,
-) -> BTreeMap<String, OutEnv> {
+) -> BTreeMap<Str<'a>, OutEnv<'a>> {
     let mut out = BTreeMap::new();
     for (i, e) in env.into_iter().enumerate() {
         if DROPPED_ENV.contains(&e.name.as_str()) {
@@ -209,8 +215,8 @@ fn map_env(
         let value = match &e.value_from {
             None => OutEnv::Value(e.value.unwrap_or_default()),
             Some(source) => match ctx.resolved(container, &e.name) {
-                Some(r) if r.from_secret => OutEnv::SecretValue(String::new()),
-                Some(r) => OutEnv::Value(r.value.clone().unwrap_or_default()),
+                Some(r) if r.from_secret => OutEnv::SecretValue(Str::default()),
+                Some(r) => OutEnv::Value(Str::from(r.value.clone().unwrap_or_default())),
                 None if is_optional(source) => continue,
                 None => {
                     f.violate(
@@ -231,14 +237,10 @@ fn map_env(
 }
 
 /// `configMapKeyRef` / `secretKeyRef` with `optional: true`: kubelet leaves the variable unset.
-fn is_optional(source: &Value) -> bool {
-    ["configMapKeyRef", "secretKeyRef"].iter().any(|k| {
-        source
-            .get(k)
-            .and_then(|r| r.get("optional"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    })
+fn is_optional(source: &ValueFrom) -> bool {
+    [&source.config_map_key_ref, &source.secret_key_ref]
+        .iter()
+        .any(|r| r.as_ref().and_then(|r| r.optional).unwrap_or(false))
 }
 
 fn quantity(
@@ -295,7 +297,7 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
     let memory = pick("memory", Quantity::gib(2));
     // One warning per resource name: the API server copies limits into requests, and a raw
     // and a defaulted pod must give the same warnings.
-    let others: alloc::collections::BTreeSet<&String> = c
+    let others: alloc::collections::BTreeSet<&Str<'_>> = c
         .resources
         .requests
         .keys()
@@ -303,7 +305,7 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
         .filter(|k| *k != "cpu" && *k != "memory")
         .collect();
     for key in others {
-        let kind = if c.resources.limits.contains_key(key) {
+        let kind = if c.resources.limits.contains_key(key.as_str()) {
             "limits"
         } else {
             "requests"
@@ -343,18 +345,18 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
     }
 }
 
-fn map_mounts(
-    mounts: Vec<crate::input::VolumeMount>,
+fn map_mounts<'a>(
+    mounts: Vec<crate::input::VolumeMount<'a>>,
     path: &str,
-    skipped: &BTreeMap<String, bool>,
+    skipped: &BTreeMap<Str<'a>, bool>,
     f: &mut Findings,
-) -> Vec<VolumeMount> {
+) -> Vec<VolumeMount<'a>> {
     let mut out = Vec::with_capacity(mounts.len());
     for (i, m) in mounts.into_iter().enumerate() {
         if m.mount_path == SERVICE_ACCOUNT_MOUNT {
             continue;
         }
-        match skipped.get(&m.name) {
+        match skipped.get(m.name.as_str()) {
             Some(true) => continue,
             Some(false) => {
                 f.warn(
@@ -422,11 +424,11 @@ fn default_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn map_security_context(
-    sc: SecurityContext,
+fn map_security_context<'a>(
+    sc: SecurityContext<'a>,
     path: &str,
     f: &mut Findings,
-) -> Option<OutSecurityContext> {
+) -> Option<OutSecurityContext<'a>> {
     f.warn_unsupported(
         Path(path, ".securityContext"),
         &[
@@ -448,8 +450,8 @@ fn map_security_context(
         })
     });
     let out = OutSecurityContext {
-        run_as_user: sc.run_as_user.map(|v| v.to_string()),
-        run_as_group: sc.run_as_group.map(|v| v.to_string()),
+        run_as_user: sc.run_as_user.map(|v| v.to_string().into()),
+        run_as_group: sc.run_as_group.map(|v| v.to_string().into()),
         run_as_non_root: sc.run_as_non_root,
         read_only_root_filesystem: sc.read_only_root_filesystem,
         allow_privilege_escalation: sc.allow_privilege_escalation,

@@ -128,6 +128,7 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         .annotations
         .into_iter()
         .filter(|(k, _)| !DROPPED_ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     discard(pod.spec);
     let json = serde_json::to_string(&spec).map_err(|e| {
@@ -155,7 +156,7 @@ fn discard<T>(value: T) {
 
 /// Parses the pod. serde_path_to_error allocates a path segment per key, so it only runs
 /// again on the rare invalid pod, to say where the problem is.
-fn parse(pod_json: &str) -> Result<Pod, Violations> {
+fn parse(pod_json: &str) -> Result<Pod<'_>, Violations> {
     if let Ok(pod) = serde_json::from_str(pod_json) {
         return Ok(pod);
     }
@@ -173,5 +174,30 @@ fn parse(pod_json: &str) -> Result<Pod, Violations> {
                 ),
             )])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings with escape sequences are decoded from the pod and escaped again in the spec;
+    /// plain ones are borrowed: both must come out as the same text.
+    #[test]
+    fn escaped_strings_survive_the_mapping() {
+        let pod = r#"{"metadata":{"name":"p","annotations":{"note":"caf\u00e9 \"quoted\""}},
+            "spec":{"containers":[{"name":"c","image":"busybox:1.36",
+            "command":["sh","-c","printf 'a\\tb\\n'"],
+            "env":[{"name":"GREETING","value":"line1\nline2 \\ back"}]}]}}"#;
+        let t = translate(pod, &Context::default()).unwrap();
+        let spec: serde_json::Value = serde_json::from_str(&t.spec).unwrap();
+        let c = &spec["containers"]["c"];
+        assert_eq!(c["command"][2], "printf 'a\\tb\\n'");
+        assert_eq!(c["env"]["GREETING"]["value"], "line1\nline2 \\ back");
+        assert_eq!(c["image"], "busybox:1.36");
+        assert_eq!(
+            t.annotations,
+            vec![("note".to_string(), "café \"quoted\"".to_string())]
+        );
     }
 }

@@ -16,12 +16,12 @@ const PERIOD_SECONDS: i32 = 10;
 const SUCCESS_THRESHOLD: i32 = 1;
 const FAILURE_THRESHOLD: i32 = 3;
 
-pub(crate) fn map_probe(
-    probe: Option<&input::Probe>,
+pub(crate) fn map_probe<'a>(
+    probe: Option<&input::Probe<'a>>,
     path: Path<'_>,
-    ports: &[ContainerPort],
+    ports: &[ContainerPort<'a>],
     f: &mut Findings,
-) -> Option<Probe> {
+) -> Option<Probe<'a>> {
     let p = probe?;
     if p.grpc.is_some() {
         f.warn(
@@ -43,12 +43,12 @@ pub(crate) fn map_probe(
 }
 
 /// Maps one handler; `None` (with a finding) when it has no usable action.
-pub(crate) fn map_handler(
-    h: input::HandlerRef<'_>,
+pub(crate) fn map_handler<'a>(
+    h: input::HandlerRef<'_, 'a>,
     path: Path<'_>,
-    ports: &[ContainerPort],
+    ports: &[ContainerPort<'a>],
     f: &mut Findings,
-) -> Option<Handler> {
+) -> Option<Handler<'a>> {
     let set = [
         h.http_get.is_some(),
         h.tcp_socket.is_some(),

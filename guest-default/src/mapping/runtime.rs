@@ -11,7 +11,7 @@ use crate::output::{
 /// Kubernetes' default, applied here so raw and defaulted pods agree.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
-pub(crate) fn map_runtime(spec: &PodSpec, f: &mut Findings) -> Option<RuntimeSettings> {
+pub(crate) fn map_runtime<'a>(spec: &PodSpec<'a>, f: &mut Findings) -> Option<RuntimeSettings<'a>> {
     let grace = spec
         .termination_grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_SECONDS);
@@ -22,7 +22,7 @@ pub(crate) fn map_runtime(spec: &PodSpec, f: &mut Findings) -> Option<RuntimeSet
         );
     }
     let rt = ContainerRuntime {
-        termination_grace_period_seconds: Some(grace.to_string()),
+        termination_grace_period_seconds: Some(grace.to_string().into()),
         host_aliases: spec
             .host_aliases
             .iter()
@@ -62,13 +62,13 @@ pub(crate) fn map_runtime(spec: &PodSpec, f: &mut Findings) -> Option<RuntimeSet
                 ],
             );
             let out = PodSecurityContext {
-                run_as_user: sc.run_as_user.map(|v| v.to_string()),
-                run_as_group: sc.run_as_group.map(|v| v.to_string()),
+                run_as_user: sc.run_as_user.map(|v| v.to_string().into()),
+                run_as_group: sc.run_as_group.map(|v| v.to_string().into()),
                 run_as_non_root: sc.run_as_non_root,
                 supplemental_groups: sc
                     .supplemental_groups
                     .iter()
-                    .map(|g| g.to_string())
+                    .map(|g| g.to_string().into())
                     .collect(),
                 sysctls: sc
                     .sysctls

@@ -9,19 +9,20 @@ use super::Findings;
 use crate::input::Volume;
 use crate::output::{Resources, VolumeClaim, VolumeClaimSpec};
 use crate::quantity::Quantity;
+use crate::text::Str;
 
 pub const CSI_DRIVER: &str = "virtual-kubelet.storage.compute.edgeengine.io";
 const DEFAULT_SIZE: &str = "1Gi";
 const MAX_SIZE: &str = "1000Gi";
 
-pub(crate) struct MappedVolumes {
-    pub claims: Vec<VolumeClaim>,
+pub(crate) struct MappedVolumes<'a> {
+    pub claims: Vec<VolumeClaim<'a>>,
     /// Volumes the workload will not have (so their mounts are dropped), with a silent flag
     /// for the ones Kubernetes adds on its own (the service-account token).
-    pub skipped: BTreeMap<String, bool>,
+    pub skipped: BTreeMap<Str<'a>, bool>,
 }
 
-pub(crate) fn map_volumes(volumes: &[Volume], f: &mut Findings) -> MappedVolumes {
+pub(crate) fn map_volumes<'a>(volumes: &[Volume<'a>], f: &mut Findings) -> MappedVolumes<'a> {
     let mut out = MappedVolumes {
         claims: Vec::new(),
         skipped: BTreeMap::new(),
@@ -84,12 +85,12 @@ fn is_service_account_token(v: &Volume) -> bool {
     };
     v.name.starts_with("kube-api-access-")
         || projected
-            .get("sources")
-            .and_then(|s| s.as_array())
-            .is_some_and(|s| s.iter().any(|s| s.get("serviceAccountToken").is_some()))
+            .sources
+            .iter()
+            .any(|s| s.service_account_token.is_some())
 }
 
-fn claim_size(attr: Option<&String>, path: &str, name: &str, f: &mut Findings) -> Option<String> {
+fn claim_size(attr: Option<&Str<'_>>, path: &str, name: &str, f: &mut Findings) -> Option<String> {
     let Some(raw) = attr else {
         return Some(DEFAULT_SIZE.to_string());
     };

@@ -299,6 +299,10 @@ fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // `perf record` can then name the policy's functions (from /tmp/perf-<pid>.map).
+    if std::env::var_os("VK_POLICY_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let slots = limits.max_concurrent.max(1);
     let mut pool = PoolingAllocationConfig::default();
     // A Rust wasip2 component holds a few core instances (the program, the WASI adapter,
