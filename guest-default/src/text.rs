@@ -39,12 +39,6 @@ impl Deref for Str<'_> {
     }
 }
 
-impl AsRef<str> for Str<'_> {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 impl core::borrow::Borrow<str> for Str<'_> {
     fn borrow(&self) -> &str {
         &self.0
@@ -72,12 +66,6 @@ impl<'a> From<&'a str> for Str<'a> {
 impl From<String> for Str<'_> {
     fn from(s: String) -> Self {
         Str(Cow::Owned(s))
-    }
-}
-
-impl From<Str<'_>> for String {
-    fn from(s: Str<'_>) -> String {
-        s.into_owned()
     }
 }
 
