@@ -105,3 +105,19 @@ fn golden_fixtures() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `benches/policy_interleaved.rs` measures what the deadline costs with an engine built
+/// without it; that comparison means something only if both engines map a pod identically.
+#[test]
+fn engine_without_deadline_maps_the_same() {
+    let limits = Limits {
+        cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+        ..Limits::default()
+    };
+    let bounded = PolicyEngine::builtin(limits.clone()).unwrap();
+    let unbounded = vk_stackpath::policy::parts::builtin_without_deadline(limits).unwrap();
+    let pod = dir().join("all-features.pod.yaml");
+    let got = run(&unbounded, &pod);
+    assert!(got.get("workload").is_some(), "{got}");
+    assert_eq!(got, run(&bounded, &pod));
+}

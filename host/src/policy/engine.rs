@@ -78,8 +78,11 @@ struct Inner {
     info: PolicyInfo,
     limits: Limits,
     gate: Gate,
+    /// Whether calls run under the epoch deadline: always, except in `parts`' measurement of
+    /// what the deadline costs.
+    deadline: bool,
     // Declared last: dropped after everything that uses the engine.
-    _ticker: EpochTicker,
+    _ticker: Option<EpochTicker>,
 }
 
 impl PolicyEngine {
@@ -101,12 +104,23 @@ impl PolicyEngine {
     /// Loads a policy from bytes: compiles it (or loads it precompiled), checks its contract
     /// version and imports, pre-instantiates it and asks it for its `info`.
     pub fn load(source: PolicySource, bytes: &[u8], limits: Limits) -> Result<Self, PolicyError> {
+        Self::load_with(source, bytes, limits, true)
+    }
+
+    /// [`Self::load`], with or without the per-call deadline (and the epoch checks it compiles
+    /// into the policy's code).
+    pub(super) fn load_with(
+        source: PolicySource,
+        bytes: &[u8],
+        limits: Limits,
+        deadline: bool,
+    ) -> Result<Self, PolicyError> {
         let label: Arc<str> = source.to_string().into();
         let load_err = |reason: String| PolicyError::Load {
             policy: label.to_string(),
             reason,
         };
-        let engine = new_engine(&limits).map_err(|e| load_err(format!("{e:#}")))?;
+        let engine = new_engine(&limits, deadline).map_err(|e| load_err(format!("{e:#}")))?;
         let started = Instant::now();
         let component = match Engine::detect_precompiled(bytes) {
             Some(wasmtime::Precompiled::Component) => {
@@ -129,7 +143,7 @@ impl PolicyEngine {
                 ));
             }
             None => super::cache::compile(&engine, bytes, limits.cache_dir.as_deref(), || {
-                new_engine(&limits)
+                new_engine(&limits, deadline)
             })
             .map_err(|e| {
                 load_err(format!(
@@ -156,7 +170,9 @@ impl PolicyEngine {
             ))
         })?;
         let pre = PolicyPre::new(instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
-        let ticker = EpochTicker::start(&engine)
+        let ticker = deadline
+            .then(|| EpochTicker::start(&engine))
+            .transpose()
             .map_err(|e| load_err(format!("cannot start the deadline thread: {e}")))?;
 
         let mut engine = PolicyEngine {
@@ -172,6 +188,7 @@ impl PolicyEngine {
                 },
                 gate: Gate::new(limits.max_concurrent),
                 limits,
+                deadline,
                 _ticker: ticker,
             }),
         };
@@ -241,9 +258,11 @@ impl PolicyEngine {
             CallState::new(inner.label.clone(), &inner.limits),
         );
         store.limiter(|s| &mut s.limiter);
-        let ticks = inner.limits.timeout.as_micros() / EPOCH_TICK.as_micros() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        if inner.deadline {
+            let ticks = inner.limits.timeout.as_micros() / EPOCH_TICK.as_micros() + 1;
+            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+            store.epoch_deadline_trap();
+        }
 
         let result = inner
             .pre
@@ -295,10 +314,10 @@ pub(super) fn wit_context(ctx: &CallContext) -> bindings::Context {
 }
 
 /// One engine per policy: compiled code and the instance pool are tied to it.
-fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
+fn new_engine(limits: &Limits, deadline: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.epoch_interruption(true);
+    config.epoch_interruption(deadline);
     // `perf record` can then name the policy's functions (from /tmp/perf-<pid>.map).
     if std::env::var_os("VK_POLICY_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -328,7 +347,7 @@ fn new_engine(limits: &Limits) -> wasmtime::Result<Engine> {
 
 /// Precompiles a component for this daemon (`vk-stackpath policy compile`).
 pub fn precompile(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, PolicyError> {
-    let engine = new_engine(limits).map_err(|e| PolicyError::Load {
+    let engine = new_engine(limits, true).map_err(|e| PolicyError::Load {
         policy: "input".into(),
         reason: format!("{e:#}"),
     })?;

@@ -2,9 +2,17 @@
 //! `benches/policy.rs` (group `policy_parts`) can time them apart. Not for other uses.
 
 use super::bindings::{self, Translation};
-use super::engine::{CallContext, PolicyEngine};
+use super::engine::{CallContext, DEFAULT_POLICY_WASM, PolicyEngine, PolicySource};
 use super::error::PolicyError;
+use super::sandbox::Limits;
 use super::validate::{self, Translated};
+
+/// The built-in policy on an engine without the per-call deadline: no epoch checks compiled
+/// into its code, nothing to stop a runaway call. Only to measure what the deadline costs; the
+/// daemon and the CLI never run a policy this way.
+pub fn builtin_without_deadline(limits: Limits) -> Result<PolicyEngine, PolicyError> {
+    PolicyEngine::load_with(PolicySource::Builtin, DEFAULT_POLICY_WASM, limits, false)
+}
 
 /// A fresh store and instance, dropped without calling anything.
 pub fn instantiate(engine: &PolicyEngine) -> Result<(), PolicyError> {
