@@ -1,5 +1,6 @@
-//! The pieces of [`PolicyEngine::translate`], callable one by one so that
-//! `benches/policy.rs` (group `policy_parts`) can time them apart. Not for other uses.
+//! The pieces of [`PolicyEngine::translate`], callable one by one so that the benchmarks
+//! (`benches/policy.rs` group `policy_parts`, `benches/policy_interleaved.rs`) can time them
+//! apart, and an engine without the deadline to see what it costs. Not for other uses.
 
 use super::bindings::{self, Translation};
 use super::engine::{CallContext, DEFAULT_POLICY_WASM, PolicyEngine, PolicySource};
