@@ -33,7 +33,6 @@ fn main() -> ExitCode {
 /// Builds (or finds cached) the control-plane binaries the tests and the demo run.
 pub(crate) const CONTROL_PLANE_BUILD: &[&str] = &[
     "run",
-    "--quiet",
     "-p",
     "local-cluster",
     "--",
@@ -103,6 +102,9 @@ fn test() -> Result<(), String> {
             &["install", "cargo-deny", "--locked", "--version", "^0.20"],
         )?;
     }
+    // `cargo deny --offline` reads every crate of Cargo.lock, for every platform (windows-sys
+    // included), which no build of ours downloads: on a fresh machine, fetch them first.
+    step("fetch every locked crate", "cargo", &["fetch", "--locked"])?;
     step(
         "licences, bans, sources",
         "cargo",
