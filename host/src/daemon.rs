@@ -1,24 +1,26 @@
 //! `vk-stackpath run`: the parts joined. Start-up checks (settings, credentials, city, policy)
-//! fail with one clear message; then the node, the pod controller, the orphan sweep, policy
-//! reloads and the metrics endpoint run until a shutdown signal, after which the node is
-//! marked NotReady and the workloads are left running.
+//! fail with one clear message; then, while this process leads (always, without
+//! `--leader-elect`), the node, the pod controller, the kubelet API, the orphan sweeps and the
+//! gauges run until a shutdown signal, after which the node is marked NotReady and the
+//! workloads are left running.
+//!
+//! Shutdown is one root [`CancellationToken`]: the signal cancels it; each leadership term runs
+//! under a child token that losing the lease cancels too; every task of a term is in the term's
+//! [`TaskTracker`] and stops when its token is cancelled.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use stackpath_client::RateLimit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::active_policy::ActivePolicy;
 use crate::config::StackPathSettings;
+use crate::health::{self, Readiness, Role};
 use crate::leader::Election;
 use crate::metrics::Metrics;
 use crate::node::{self, NodeSettings};
@@ -37,6 +39,8 @@ pub struct DaemonConfig {
     pub metrics_addr: Option<SocketAddr>,
     pub election: Option<Election>,
     pub rate_limit: RateLimit,
+    /// Whether DaemonSet pods run at StackPath.
+    pub daemonset_pods: pods::decide::DaemonSetPods,
     /// How often the policy file is checked for changes.
     pub policy_reload: Duration,
     /// The kubelet API (logs, exec, stats).
@@ -45,8 +49,41 @@ pub struct DaemonConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    StackPath(String),
+    #[error(
+        "StackPath refused the API credentials (SP_CLIENT_ID `{client_id}` / SP_CLIENT_SECRET): \
+         check both in the StackPath portal under API management"
+    )]
+    Credentials {
+        client_id: String,
+        #[source]
+        source: stackpath_client::Error,
+    },
+    #[error(
+        "StackPath at `{api_host}` cannot be reached to check the credentials: {source} (check \
+         SP_API_HOST and the network)"
+    )]
+    Unreachable {
+        api_host: String,
+        #[source]
+        source: stackpath_client::Error,
+    },
+    #[error("SP_CITY_CODE `{city}` is not a StackPath location; known city codes: {known}")]
+    UnknownCity { city: String, known: String },
+    #[error(
+        "SP_STACK_ID `{stack}` is not a stack these credentials may use: check the stack id (its \
+         slug or UUID) in the StackPath portal"
+    )]
+    Stack {
+        stack: String,
+        #[source]
+        source: stackpath_client::Error,
+    },
+    #[error("StackPath refused listing the stack's workloads: {0}")]
+    ListWorkloads(#[source] stackpath_client::Error),
+    #[error("the StackPath client cannot be set up: {0}")]
+    Client(#[source] stackpath_client::Error),
+    #[error("cannot list this node's existing workloads at start: {0}")]
+    Adoption(#[source] stackpath_client::Error),
     #[error("the policy cannot be loaded: {0}")]
     Policy(#[from] crate::policy::PolicyError),
     #[error("Kubernetes: {0}")]
@@ -56,8 +93,6 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("lost leadership; exiting so that a standby takes over")]
-    LeadershipLost,
 }
 
 /// Checks the credentials, the stack and the city against StackPath, naming what is wrong.
@@ -66,19 +101,15 @@ pub async fn check_stackpath(
     settings: &StackPathSettings,
 ) -> Result<(), DaemonError> {
     use stackpath_client::Error as E;
-    let locations = client.list_all_locations().await.map_err(|e| {
-        DaemonError::StackPath(match e {
-            E::Unauthorized { .. } => format!(
-                "StackPath refused the API credentials (SP_CLIENT_ID `{}` / SP_CLIENT_SECRET): \
-                 check both in the StackPath portal under API management",
-                settings.client_id
-            ),
-            other => format!(
-                "StackPath at `{}` cannot be reached to check the credentials: {other} \
-                 (check SP_API_HOST and the network)",
-                settings.api_host
-            ),
-        })
+    let locations = client.list_all_locations().await.map_err(|e| match e {
+        E::Unauthorized { .. } => DaemonError::Credentials {
+            client_id: settings.client_id.clone(),
+            source: e,
+        },
+        other => DaemonError::Unreachable {
+            api_host: settings.api_host.clone(),
+            source: other,
+        },
     })?;
     let known: Vec<String> = locations
         .iter()
@@ -88,25 +119,21 @@ pub async fn check_stackpath(
         .iter()
         .any(|c| c.eq_ignore_ascii_case(&settings.city_code))
     {
-        return Err(DaemonError::StackPath(format!(
-            "SP_CITY_CODE `{}` is not a StackPath location; known city codes: {}",
-            settings.city_code,
-            known.join(", ")
-        )));
+        return Err(DaemonError::UnknownCity {
+            city: settings.city_code.clone(),
+            known: known.join(", "),
+        });
     }
     let page = stackpath_client::model::PageRequest {
         first: Some(1),
         ..Default::default()
     };
-    client.list_workloads(&page).await.map_err(|e| {
-        DaemonError::StackPath(match e {
-            E::Forbidden { .. } | E::NotFound { .. } => format!(
-                "SP_STACK_ID `{}` is not a stack these credentials may use: check the stack id \
-                 (its slug or UUID) in the StackPath portal",
-                settings.stack_id
-            ),
-            other => format!("StackPath refused listing the stack's workloads: {other}"),
-        })
+    client.list_workloads(&page).await.map_err(|e| match e {
+        E::Forbidden { .. } | E::NotFound { .. } => DaemonError::Stack {
+            stack: settings.stack_id.clone(),
+            source: e,
+        },
+        other => DaemonError::ListWorkloads(other),
     })?;
     Ok(())
 }
@@ -117,60 +144,14 @@ pub fn stackpath_client(
     metrics: Arc<Metrics>,
     rate_limit: RateLimit,
 ) -> Result<stackpath_client::Client, DaemonError> {
-    let mut config = settings
-        .client_config()
-        .map_err(|e| DaemonError::StackPath(e.to_string()))?;
+    let mut config = settings.client_config().map_err(DaemonError::Client)?;
     config.observer = Some(metrics);
     config.rate_limit = Some(rate_limit);
-    stackpath_client::Client::new(config).map_err(|e| DaemonError::StackPath(e.to_string()))
+    stackpath_client::Client::new(config).map_err(DaemonError::Client)
 }
 
-#[derive(Clone)]
-struct Probe {
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-}
-
-async fn serve_metrics(
-    addr: SocketAddr,
-    probe: Probe,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), DaemonError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Listen { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Listen { addr, source })?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(p): State<Probe>| async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    p.metrics.encode(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(p): State<Probe>| async move {
-                if p.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok").into_response()
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
-                }
-            }),
-        )
-        .with_state(probe);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((local, task))
-}
+/// How long a clean shutdown waits for the pod path and the servers to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
@@ -178,20 +159,20 @@ pub async fn run(
     kube: kube::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    let root = CancellationToken::new();
+    tokio::spawn({
+        let root = root.clone();
+        async move {
+            shutdown.await;
+            root.cancel();
+        }
+    });
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let mut background = Vec::new();
+    let readiness = Readiness::new(metrics.clone());
+    let servers = TaskTracker::new();
     if let Some(addr) = config.metrics_addr {
-        let (local, task) = serve_metrics(
-            addr,
-            Probe {
-                metrics: metrics.clone(),
-                ready: ready.clone(),
-            },
-        )
-        .await?;
+        let local = health::serve(addr, readiness.clone(), &servers, root.clone()).await?;
         tracing::info!(addr = %local, "metrics, /healthz and /readyz listening");
-        background.push(task);
     }
     let client = stackpath_client(&config.stackpath, metrics.clone(), config.rate_limit)?;
     check_stackpath(&client, &config.stackpath).await?;
@@ -200,30 +181,85 @@ pub async fn run(
         config.policy_path.clone(),
         config.limits.clone(),
     )?);
+    servers.spawn(
+        root.clone()
+            .run_until_cancelled_owned(policy.clone().watch(config.policy_reload)),
+    );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = {
-        let rx = stop_rx.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
+    let result = lead(&config, &kube, &client, &policy, &metrics, &readiness, &root).await;
+    root.cancel();
+    servers.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, servers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the metrics server or the policy watch did not stop in time");
+    }
+    result
+}
+
+/// Leadership terms, one after another, until shutdown: without `--leader-elect` one term
+/// for the life of the process; with it, each time the lease is won, until it is lost.
+async fn lead(
+    config: &DaemonConfig,
+    kube: &kube::Client,
+    client: &stackpath_client::Client,
+    policy: &Arc<ActivePolicy>,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+    root: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let mut elector = config.election.as_ref().map(|e| e.elector(kube.clone()));
+    loop {
+        if let Some(elector) = elector.as_mut() {
+            readiness.set_role(Role::Standby);
+            if root.run_until_cancelled(elector.acquire()).await.is_none() {
+                return Ok(());
             }
         }
-    };
-
-    if let Some(election) = &config.election {
-        ready.store(true, Ordering::Relaxed);
-        tokio::select! {
-            _ = election.acquire(kube.clone()) => {}
-            _ = stopped() => return Ok(()),
+        readiness.set_role(Role::Leader);
+        let term = root.child_token();
+        let lost = {
+            let acting = act(config, kube, client, policy, metrics, readiness, term.clone());
+            tokio::pin!(acting);
+            match elector.as_mut() {
+                Some(elector) => tokio::select! {
+                    r = &mut acting => { r?; None }
+                    lost = elector.hold() => Some(lost),
+                },
+                None => {
+                    acting.await?;
+                    None
+                }
+            }
+            // A term that lost the lease is dropped here, mid-pass: the next leader adopts
+            // whatever it was creating.
+        };
+        term.cancel();
+        readiness.set_acting(false);
+        match lost {
+            Some(lost) => tracing::warn!("stopped acting for the node ({lost}); standing by"),
+            None => {
+                if let Some(elector) = elector.as_mut() {
+                    elector.release().await;
+                }
+                return Ok(());
+            }
         }
     }
+}
 
+/// One leadership term: the node, adoption, the pod controller, the kubelet API and the
+/// background loops, until `term` is cancelled (shutdown); then the node is marked NotReady.
+async fn act(
+    config: &DaemonConfig,
+    kube: &kube::Client,
+    client: &stackpath_client::Client,
+    policy: &Arc<ActivePolicy>,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+    term: CancellationToken,
+) -> Result<(), DaemonError> {
     let node = node::register(kube.clone(), config.node.clone(), metrics.clone()).await?;
     let ctx = Arc::new(Context {
         kube: kube.clone(),
@@ -239,6 +275,7 @@ pub async fn run(
         tracker: pods::tracker::Tracker::default(),
         timing: config.timing,
         metrics: metrics.clone(),
+        daemonset_pods: config.daemonset_pods,
     });
     match pods::adopt::adopt(&ctx).await {
         Ok(n) => tracing::info!(
@@ -248,86 +285,71 @@ pub async fn run(
         // Without the list, a pod could get a second workload: better not start.
         Err(e) => {
             node.stop().await;
-            return Err(DaemonError::StackPath(format!(
-                "cannot list this node's existing workloads at start: {e}"
-            )));
+            return Err(DaemonError::Adoption(e));
         }
     }
     let controller = pods::controller::controller(kube.clone(), &config.node.name);
     let store = controller.store();
+    let tasks = TaskTracker::new();
     let locator = Arc::new(pods::locator::Locator {
         store: store.clone(),
         ctx: ctx.clone(),
     });
-    {
-        // Serves in the background: a bootstrapped certificate waits for CSR approval, which
-        // must not hold up the pods.
-        let kubelet = config.kubelet.clone();
-        let (sp, kube) = (client.clone(), kube.clone());
-        let stopped = stopped();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, stopped).await {
+    // Serves in the background: a bootstrapped certificate waits for CSR approval, which
+    // must not hold up the pods.
+    tasks.spawn({
+        let (kubelet, sp, kube, term) = (
+            config.kubelet.clone(),
+            client.clone(),
+            kube.clone(),
+            term.clone(),
+        );
+        async move {
+            if let Err(e) =
+                vk_kubelet::serve(kubelet, locator, sp, kube, term.cancelled_owned()).await
+            {
                 tracing::error!(error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
             }
-        }));
-    }
-    background.push(tokio::spawn(pods::orphans::run(ctx.clone())));
-    background.push(tokio::spawn(pods::orphans::run_vanished(
-        ctx.clone(),
-        store.clone(),
-        Duration::from_secs(2),
-    )));
-    background.push(tokio::spawn(policy.clone().watch(config.policy_reload)));
-    background.push(tokio::spawn(gauge_loop(ctx.clone(), store.clone())));
-    ready.store(true, Ordering::Relaxed);
-
-    let lost = Arc::new(AtomicBool::new(false));
-    let controller_stop = {
-        let election = config.election.clone();
-        let kube = kube.clone();
-        let lost = lost.clone();
-        let stopped = stopped();
-        async move {
-            match election {
-                Some(e) => {
-                    tokio::select! {
-                        _ = e.hold(kube) => lost.store(true, Ordering::Relaxed),
-                        _ = stopped => {}
-                    }
-                }
-                None => stopped.await,
-            }
         }
-    };
-    // The controller wants a Sync shutdown future: relay through a oneshot channel.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    background.push(tokio::spawn(async move {
-        controller_stop.await;
-        let _ = done_tx.send(());
-    }));
+    });
+    let background = [
+        tokio::spawn(pods::orphans::run(ctx.clone())),
+        tokio::spawn(pods::orphans::run_vanished(
+            ctx.clone(),
+            store.clone(),
+            Duration::from_secs(2),
+        )),
+        tokio::spawn(gauges(ctx.clone(), store)),
+    ];
+    for task in background {
+        let term = term.clone();
+        tasks.spawn(async move {
+            term.cancelled().await;
+            task.abort();
+        });
+    }
+    readiness.set_acting(true);
     tracing::info!(
         node = config.node.name,
         workers = config.workers,
         "watching pods"
     );
-    pods::run(controller, ctx, config.workers, async move {
-        let _ = done_rx.await;
-    })
-    .await;
-    for t in background {
-        t.abort();
+    pods::run(controller, ctx, config.workers, term.clone().cancelled_owned()).await;
+    readiness.set_acting(false);
+    term.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the kubelet API did not stop in time");
     }
     node.stop().await;
-    if lost.load(Ordering::Relaxed) {
-        return Err(DaemonError::LeadershipLost);
-    }
     Ok(())
 }
 
-async fn gauge_loop(
-    ctx: Arc<Context>,
-    store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
-) {
+/// Pods by phase and tracked pods, every 10 s.
+async fn gauges(ctx: Arc<Context>, store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>) {
     loop {
         let mut by_phase: std::collections::BTreeMap<String, i64> = Default::default();
         for p in store.state() {

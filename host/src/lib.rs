@@ -7,11 +7,12 @@
 //! - [`policy_diff`]: two policies compared pod by pod (`vk-stackpath policy diff`).
 //! - [`manifest`]: reading pods and objects from YAML/JSON files.
 //! - [`daemon`]: `vk-stackpath run`, joining [`node`], [`pods`], [`active_policy`],
-//!   [`leader`] and [`metrics`]; [`config`] reads the Go provider's settings.
+//!   [`leader`], [`health`] and [`metrics`]; [`config`] reads the Go provider's settings.
 
 pub mod active_policy;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod leader;
 pub mod manifest;
 pub mod memory;

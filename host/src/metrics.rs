@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,8 +56,13 @@ pub struct Metrics {
     pods: Family<PhaseLabels, Gauge>,
     reconciles: Family<ResultLabels, Counter>,
     tracked: Gauge,
+    leader: Gauge,
+    ready: Gauge,
+    kubelet_serving: Gauge,
     consecutive_failures: AtomicU32,
     last_failure: Mutex<Option<String>>,
+    /// When the current run of failed calls began (`None` while StackPath answers).
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl Default for Metrics {
@@ -109,6 +114,24 @@ impl Metrics {
             "Pods the daemon is tracking (the reconcile queue's population)",
             tracked.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads (always, without --leader-elect), 0 while it stands by",
+            leader.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (see its body for why not)",
+            ready.clone(),
+        );
+        let kubelet_serving = Gauge::default();
+        registry.register(
+            "kubelet_serving",
+            "1 while the kubelet API serves (kubectl logs/exec/top work), 0 while it waits for a serving certificate or restarts",
+            kubelet_serving.clone(),
+        );
         Self {
             registry,
             calls,
@@ -118,8 +141,12 @@ impl Metrics {
             pods,
             reconciles,
             tracked,
+            leader,
+            ready,
+            kubelet_serving,
             consecutive_failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
+            failing_since: Mutex::new(None),
         }
     }
 
@@ -179,6 +206,32 @@ impl Metrics {
     /// Marks StackPath reachable (the start-up check passed).
     pub fn stackpath_ok(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How long StackPath has answered nothing but errors, and the last one; `None` while it
+    /// answers.
+    pub fn stackpath_failing(&self) -> Option<(Duration, String)> {
+        let since = (*self.failing_since.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let last = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Some((since.elapsed(), last))
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn set_kubelet_serving(&self, serving: bool) {
+        self.kubelet_serving.set(i64::from(serving));
     }
 }
 
@@ -210,9 +263,12 @@ impl CallObserver for Metrics {
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
         match status {
-            Some(s) if s < 500 => self.consecutive_failures.store(0, Ordering::Relaxed),
+            Some(s) if s < 500 => self.stackpath_ok(),
             _ => {
-                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                if self.consecutive_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+                    since.get_or_insert_with(Instant::now);
+                }
                 *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(match status {
                     Some(s) => format!("StackPath answers {s} on {method} {route}"),
                     None => format!("StackPath does not answer ({method} {route})"),

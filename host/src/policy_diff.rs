@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::resolve::Objects;
-use crate::translation::{self, Placement, TranslateError, Translated};
+use crate::translation::{self, Placement, PreparedWorkload, TranslateError};
 
 /// Stands in for every Secret value in printed workloads.
 pub const REDACTED: &str = "***";
@@ -27,7 +27,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcome of one translation.
-    pub fn of(result: &Result<Translated, TranslateError>) -> Outcome {
+    pub fn of(result: &Result<PreparedWorkload, TranslateError>) -> Outcome {
         match result {
             Ok(t) => {
                 let mut value = serde_json::to_value(&t.workload).unwrap_or_else(|e| {

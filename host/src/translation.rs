@@ -16,9 +16,10 @@ pub struct Placement {
     pub stack_id: String,
 }
 
-/// A workload ready to create, and what the user should hear about it.
+/// A workload ready to create, and what the user should hear about it: the end of the pod
+/// path's translation (pod → resolved → [`crate::policy`] output → assembled workload).
 #[derive(Debug)]
-pub struct Translated {
+pub struct PreparedWorkload {
     pub workload: Workload,
     pub warnings: Vec<Violation>,
     pub identity: Identity,
@@ -57,17 +58,8 @@ pub fn translate(
     pod_json: &str,
     objects: &Objects,
     placement: &Placement,
-) -> Result<Translated, TranslateError> {
-    let identity = Identity {
-        namespace: pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        pod_name: pod.metadata.name.clone().unwrap_or_default(),
-        node_name: placement.node_name.clone(),
-        city_code: placement.city_code.clone(),
-    };
+) -> Result<PreparedWorkload, TranslateError> {
+    let identity = Identity::of(pod, placement);
     let mut problems = Vec::new();
     if identity.pod_name.is_empty() {
         problems.push(Violation {
@@ -103,7 +95,7 @@ pub fn translate(
         resolved.pull_credentials,
     )
     .map_err(|v| TranslateError::Pod(vec![v]))?;
-    Ok(Translated {
+    Ok(PreparedWorkload {
         workload,
         warnings,
         identity,

@@ -10,7 +10,10 @@ use stackpath_client::model::{
     Target, TargetSpec, Workload,
 };
 
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::policy::{Translated, Violation};
+use crate::translation::Placement;
 
 /// Labels the Go provider put on its workloads; adoption relies on them.
 pub const LABEL_POD_NAME: &str = "vk-pod-name";
@@ -28,7 +31,41 @@ pub struct Identity {
     pub city_code: String,
 }
 
+/// The pod a workload says it runs, by its `vk-pod-namespace` / `vk-pod-name` labels.
+pub fn labelled_pod(w: &Workload) -> Option<(&str, &str)> {
+    let labels = &w.metadata.as_ref()?.labels;
+    Some((
+        labels.get(LABEL_POD_NAMESPACE)?.as_str(),
+        labels.get(LABEL_POD_NAME)?.as_str(),
+    ))
+}
+
 impl Identity {
+    /// The identity of `pod`'s workload on the node of `placement`.
+    pub fn of(pod: &Pod, placement: &Placement) -> Self {
+        Self {
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            pod_name: pod.metadata.name.clone().unwrap_or_default(),
+            node_name: placement.node_name.clone(),
+            city_code: placement.city_code.clone(),
+        }
+    }
+
+    /// Whether `w` is this pod's workload (its labels name this pod), the one check of
+    /// ownership: a workload with the same slug that names another pod is not ours.
+    pub fn owns(&self, w: &Workload) -> bool {
+        labelled_pod(w) == Some((self.namespace.as_str(), self.pod_name.as_str()))
+    }
+
+    /// `namespace/pod` of the pod `w` belongs to, for messages.
+    pub fn owner_of(w: &Workload) -> Option<String> {
+        labelled_pod(w).map(|(ns, pod)| format!("{ns}/{pod}"))
+    }
+
     /// `<namespace>-<pod name>`, lower-case, as the Go provider named workloads.
     pub fn slug(&self) -> Result<String, Violation> {
         let slug = format!("{}-{}", self.namespace, self.pod_name).to_lowercase();

@@ -13,6 +13,7 @@ use vk_stackpath::daemon::{self, DaemonConfig};
 use vk_stackpath::leader::Election;
 use vk_stackpath::node::NodeSettings;
 use vk_stackpath::pods::Timing;
+use vk_stackpath::pods::decide::DaemonSetPods;
 
 use super::{PolicyArgs, parse_duration};
 
@@ -78,6 +79,17 @@ pub struct RunArgs {
     /// steady-state cost is one call per pod per interval.
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     status_settled_interval: Duration,
+    /// Longest poll interval of a running pod that runs to completion (restartPolicy Never or
+    /// OnFailure, e.g. a Job's): how late its end is noticed. StackPath restarts containers
+    /// that exit, so a shorter interval makes a second run of a finished container less likely;
+    /// each such pod costs one call per interval while it runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    status_completion_interval: Duration,
+    /// DaemonSet pods: `skip` leaves them Pending with a condition and an Event saying why (a
+    /// DaemonSet tolerating every taint would otherwise get one paid workload per virtual
+    /// node); `run` runs them like any pod.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "run"])]
+    daemonset_pods: String,
     /// How long a workload whose pod is gone is kept before it is deleted.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     orphan_grace: Duration,
@@ -134,9 +146,18 @@ pub struct RunArgs {
     /// Accept any console host key (as the Go provider did): exec sessions can be intercepted.
     #[arg(long)]
     insecure_console_host_key: bool,
-    /// A standby takes over this long after the leader stopped renewing.
+    /// A standby takes over when it has seen no renewal of the lease for this long (measured
+    /// on its own clock).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     leader_elect_lease_duration: Duration,
+    /// The leader stops acting when it could not renew the lease for this long (the API
+    /// server unreachable); it resumes when it can renew again. Shorter than the lease
+    /// duration, so a standby never acts while the old leader still does.
+    #[arg(long, default_value = "7s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often the leader renews and a standby tries to acquire.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -227,14 +248,19 @@ impl RunArgs {
             kubelet_version: format!("v{}", vk_stackpath::VERSION),
             extra_labels: self.node_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         };
-        let lease_duration = self.leader_elect_lease_duration.max(Duration::from_secs(2));
         let election = self.leader_elect.then(|| Election {
             namespace: self.leader_elect_namespace.clone(),
             name: format!("vk-stackpath-{name}"),
             identity: self.leader_elect_identity.clone().unwrap_or_else(identity),
-            duration: lease_duration,
-            renew: lease_duration / 5,
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
         });
+        if let Some(Err(e)) = election.as_ref().map(Election::check) {
+            return Err(format!(
+                "the daemon cannot start; fix these settings:\n  - {e}"
+            ));
+        }
         let host_key = if self.insecure_console_host_key {
             vk_kubelet::HostKeyPolicy::InsecureAcceptAny
         } else if !self.console_host_keys.is_empty() {
@@ -299,6 +325,11 @@ impl RunArgs {
                 sweep_interval: self
                     .orphan_grace
                     .clamp(Duration::from_secs(5), Duration::from_secs(60)),
+                completion: self.status_completion_interval,
+            },
+            daemonset_pods: match self.daemonset_pods.as_str() {
+                "run" => DaemonSetPods::Run,
+                _ => DaemonSetPods::Skip,
             },
             metrics_addr,
             election,

@@ -205,6 +205,16 @@ async fn lease_loop(client: kube::Client, settings: NodeSettings, node_uid: Opti
     }
 }
 
+/// Dropped without [`NodeHandle::stop`] (leadership lost mid-term): the heartbeats stop, so a
+/// replica that no longer leads never renews the node's lease.
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 impl NodeHandle {
     /// Stops the heartbeats and marks the node NotReady. Workloads are left running.
     pub async fn stop(self) {

@@ -5,9 +5,9 @@
 
 use stackpath_client::model::Workload;
 
-use super::controller::Context;
+use super::context::Context;
 use super::tracker;
-use crate::workload::{LABEL_NODE_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
+use crate::workload::{LABEL_NODE_NAME, labelled_pod};
 
 /// What the daemon keeps of one of its workloads when listing them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,7 @@ impl NodeWorkload {
 
     /// `None` for a workload without id or pod labels (not one the daemon can match to a pod).
     fn from_workload(w: Workload) -> Option<Self> {
-        let labels = &w.metadata.as_ref()?.labels;
-        let namespace = labels.get(LABEL_POD_NAMESPACE)?.clone();
-        let pod = labels.get(LABEL_POD_NAME)?.clone();
+        let (namespace, pod) = labelled_pod(&w).map(|(ns, p)| (ns.to_owned(), p.to_owned()))?;
         let images = w
             .spec
             .map(|s| {

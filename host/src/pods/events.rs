@@ -23,20 +23,6 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::time::Instant;
 
-/// Reasons the daemon gives, as `kubectl describe pod` shows them.
-pub mod reason {
-    pub const CREATING: &str = "CreatingWorkload";
-    pub const CREATED: &str = "WorkloadCreated";
-    pub const ADOPTED: &str = "WorkloadAdopted";
-    pub const UPDATED: &str = "WorkloadUpdated";
-    pub const DELETING: &str = "DeletingWorkload";
-    pub const POLICY_WARNING: &str = "PolicyWarning";
-    pub const PROVIDER_FAILED: &str = super::super::status::REASON_PROVIDER_FAILED;
-    pub const WORKLOAD_DELETED: &str = super::super::status::REASON_WORKLOAD_DELETED;
-    pub const STACKPATH_UNAVAILABLE: &str = "StackPathUnavailable";
-    pub const RUNNING: &str = "Started";
-}
-
 /// The largest note the events API accepts is 1 KiB.
 const MAX_NOTE: usize = 1000;
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
 use vk_kubelet::{ContainerLocation, LocateError, PodLocator};
 
-use super::controller::Context;
+use super::context::Context;
 use super::tracker;
 
 pub struct Locator {
@@ -51,21 +51,21 @@ impl PodLocator for Locator {
             .ctx
             .tracker
             .get(&tracker::key(namespace, pod))
-            .filter(|t| t.workload_id.is_some())
+            .filter(|t| t.workload_id().is_some())
             .ok_or_else(|| LocateError::NoWorkloadYet {
                 namespace: namespace.to_owned(),
                 pod: pod.to_owned(),
             })?;
         let instance_name = t
-            .instance_name
-            .clone()
-            .filter(|_| t.has_instance)
+            .instance_name()
+            .map(str::to_owned)
+            .filter(|_| t.has_instance())
             .ok_or_else(|| LocateError::NoInstanceYet {
                 namespace: namespace.to_owned(),
                 pod: pod.to_owned(),
             })?;
         Ok(ContainerLocation {
-            workload_id: t.workload_id.unwrap_or_default(),
+            workload_id: t.workload_id().unwrap_or_default().to_owned(),
             instance_name,
             container: container.to_owned(),
         })

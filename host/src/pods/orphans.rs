@@ -14,7 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 
 use super::adopt;
-use super::controller::Context;
+use super::context::Context;
 use super::tracker;
 
 /// Runs sweeps every `sweep_interval` until cancelled.
@@ -45,7 +45,7 @@ pub async fn run_vanished(ctx: Arc<Context>, store: Store<Pod>, every: std::time
     loop {
         tokio::time::sleep(every).await;
         for (key, t) in ctx.tracker.snapshot() {
-            let (Some(uid), Some(id)) = (t.uid.as_deref(), t.workload_id.as_deref()) else {
+            let (Some(uid), Some(id)) = (t.uid(), t.workload_id()) else {
                 continue;
             };
             let Some((ns, name)) = key.split_once('/') else {

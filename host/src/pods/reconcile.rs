@@ -1,6 +1,8 @@
-//! One pass over one pod. kube-runtime guarantees passes over the same pod never overlap, so
-//! a pod deleted while its workload is being created is seen as deleted by the next pass,
-//! which then deletes the workload it just created.
+//! One pass over one pod: asks [`decide::next_step`] what the pod needs, carries the step out
+//! against StackPath and the API server, records what happened in the tracker, and asks
+//! again until a step ends the pass. kube-runtime guarantees passes over the same pod never
+//! overlap, so a pod deleted while its workload is being created is seen as deleted by the
+//! next pass, which then deletes the workload it just created.
 //!
 //! Data flows one way: pod → resolved inputs → policy → StackPath call → status.
 
@@ -13,13 +15,14 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio::time::Instant;
 
-use super::controller::Context;
-use super::events::reason;
+use super::context::Context;
+use super::decide::{self, Clock, Deletion, Step};
+use super::reason::{self, action};
 use super::status;
-use super::tracker::{self, Tracked};
+use super::tracker::{self, Tracked, backoff};
 use crate::resolve::{self, Objects};
-use crate::translation::{self, TranslateError, Translated};
-use crate::workload::{Identity, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
+use crate::translation::{self, PreparedWorkload, TranslateError};
+use crate::workload::Identity;
 
 /// Failures that make kube-runtime retry the pass (Kubernetes API errors); StackPath errors
 /// are handled inside the pass, where the pod's status can say why it waits.
@@ -29,85 +32,85 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
 }
 
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How long at most a settled pod's poll yields at a time.
-const DEFER_FOR: Duration = Duration::from_secs(5);
+type Outcome = Result<Action, ReconcileError>;
 
-fn identity(pod: &Pod, ctx: &Context) -> Identity {
-    Identity {
-        namespace: pod.namespace().unwrap_or_else(|| "default".into()),
-        pod_name: pod.name_any(),
-        node_name: ctx.placement.node_name.clone(),
-        city_code: ctx.placement.city_code.clone(),
-    }
-}
-
-fn images(pod: &Pod) -> Vec<(String, String)> {
-    let spec = pod.spec.as_ref();
-    spec.map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .chain(
-            spec.and_then(|s| s.init_containers.as_deref())
-                .unwrap_or_default(),
-        )
-        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
-        .collect()
-}
-
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Outcome {
     let key = tracker::key(&pod.namespace().unwrap_or_default(), &pod.name_any());
-    if pod.metadata.deletion_timestamp.is_some() {
-        return delete(&pod, &ctx, &key).await;
-    }
     let fast = ctx.timing.fast;
-    let uid = pod.uid();
-    let t = ctx.tracker.with(&key, fast, |t| {
-        if t.uid.is_none() {
-            t.uid = uid.clone();
-        }
-        t.clone()
-    });
-    if t.uid != uid {
-        // Same name, new pod (the old one was force-deleted): the workload is the old pod's.
-        return replace_stale(&pod, &ctx, &key, t).await;
+    if pod.metadata.deletion_timestamp.is_none() {
+        ctx.tracker.with(&key, fast, |t| t.seen(pod.uid()));
     }
-    if t.finished {
-        return Ok(Action::await_change());
+    loop {
+        let tracked = ctx.tracker.get(&key);
+        let clock = Clock {
+            now: Instant::now(),
+            wall: k8s_openapi::jiff::Timestamp::now(),
+            fast,
+            settled: ctx.timing.settled,
+            rate_limited: ctx.stackpath.is_rate_limited(),
+            daemonset_pods: ctx.daemonset_pods,
+        };
+        let step = decide::next_step(&pod, tracked.as_ref(), clock);
+        let t = tracked.unwrap_or_else(|| Tracked::new(fast));
+        return match step {
+            Step::Delete(d) => match delete(&pod, &ctx, &key, d).await? {
+                Some(action) => Ok(action),
+                None => continue,
+            },
+            Step::ReplaceStale { workload_id } => {
+                replace_stale(&ctx, &key, workload_id.as_deref()).await
+            }
+            Step::Done => Ok(Action::await_change()),
+            Step::Finish => {
+                ctx.tracker.with(&key, fast, Tracked::finish);
+                Ok(Action::await_change())
+            }
+            Step::Create => create(&pod, &ctx, &key, &t).await,
+            Step::Update { workload_id } => update(&pod, &ctx, &key, &workload_id, &t).await,
+            Step::Wait(d) => Ok(Action::requeue(d)),
+            Step::Defer { since, wait } => {
+                let wait = ctx.timing.pacing().jitter(wait);
+                let until = clock.now + wait;
+                ctx.tracker.with(&key, fast, |t| t.deferred(since, until));
+                Ok(Action::requeue(wait))
+            }
+            Step::Poll { workload_id } => poll(&pod, &ctx, &key, &workload_id, &t).await,
+            Step::Skip => skip(&pod, &ctx, &key).await,
+            Step::DeadlineExceeded { workload_id } => {
+                let secs = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.active_deadline_seconds)
+                    .unwrap_or_default();
+                let message = format!(
+                    "Pod was active on the node longer than the specified deadline \
+                     (activeDeadlineSeconds {secs})"
+                );
+                end(&pod, &ctx, &key, workload_id.as_deref(), reason::DEADLINE_EXCEEDED, &message).await
+            }
+        };
     }
-    let Some(workload_id) = t.workload_id.clone() else {
-        if is_terminal(&pod) {
-            // Failed by an earlier run of the daemon (rejected, or its workload vanished).
-            ctx.tracker.with(&key, fast, |t| t.finished = true);
-            return Ok(Action::await_change());
-        }
-        return create(&pod, &ctx, &key, &t).await;
-    };
-    if !t.images.is_empty() && t.images != images(&pod) {
-        return update(&pod, &ctx, &key, &workload_id, &t).await;
-    }
-    let now = Instant::now();
-    if now < t.next_poll {
-        return Ok(Action::requeue(t.next_poll - now));
-    }
-    poll(&pod, &ctx, &key, &workload_id, &t).await
+}
+
+/// Why a pod's workload could not be prepared.
+enum Unprepared {
+    /// Reading the pod or the ConfigMaps/Secrets it refers to failed: retried.
+    Kube(kube::Error),
+    /// The policy or the host's validation refused the pod.
+    Rejected(TranslateError),
+    /// The daemon failed (the policy call's task died): not the pod's fault, retried.
+    Daemon(String),
+    /// The pod is gone, or was replaced by another of the same name, since it was cached.
+    Replaced,
 }
 
 async fn translate(
-    pod: &Pod,
+    pod: Pod,
     ctx: &Context,
     objects: Objects,
-) -> Result<Translated, TranslateError> {
+) -> Result<PreparedWorkload, Unprepared> {
     let engine = ctx.policy.current();
     let placement = ctx.placement.clone();
-    let pod = pod.clone();
     let metrics = ctx.metrics.clone();
     // Policy calls are synchronous and bounded (deadline); keep them off the async workers.
     let result = tokio::task::spawn_blocking(move || {
@@ -119,28 +122,18 @@ async fn translate(
     })
     .await;
     match result {
-        Ok(r) => r,
-        Err(join) => Err(TranslateError::Pod(vec![crate::policy::Violation {
-            path: String::new(),
-            message: format!("the policy call did not complete: {join}"),
-        }])),
+        Ok(r) => r.map_err(Unprepared::Rejected),
+        Err(join) => Err(Unprepared::Daemon(format!(
+            "the policy call's task ended without an answer ({join}); this is a daemon error, \
+             not the pod's: retrying"
+        ))),
     }
-}
-
-/// Why a pod's workload could not be prepared.
-enum Unprepared {
-    /// Reading the pod or the ConfigMaps/Secrets it refers to failed: retried.
-    Kube(kube::Error),
-    /// The policy or the host's validation refused the pod.
-    Rejected(TranslateError),
-    /// The pod is gone, or was replaced by another of the same name, since it was cached.
-    Replaced,
 }
 
 /// Resolution then translation: the workload the pod should have.
 /// The pod is read fresh first: the cached copy lacks what only translation needs
-/// (`controller::trim_for_cache`).
-async fn prepare(pod: &Pod, ctx: &Context) -> Result<Translated, Unprepared> {
+/// ([`super::trim::for_cache`]).
+async fn prepare(pod: &Pod, ctx: &Context) -> Result<PreparedWorkload, Unprepared> {
     let api: Api<Pod> = Api::namespaced(
         ctx.kube.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -154,24 +147,11 @@ async fn prepare(pod: &Pod, ctx: &Context) -> Result<Translated, Unprepared> {
         // Deleted, perhaps created again under the same name.
         _ => return Err(Unprepared::Replaced),
     };
-    super::controller::trim_for_policy(&mut full);
+    super::trim::for_policy(&mut full);
     let objects = resolve::fetch_objects(&ctx.kube, &full)
         .await
         .map_err(Unprepared::Kube)?;
-    translate(&full, ctx, objects)
-        .await
-        .map_err(Unprepared::Rejected)
-}
-
-async fn kube_unavailable(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    t: &Tracked,
-    e: kube::Error,
-) -> Result<Action, ReconcileError> {
-    let message = format!("cannot read the pod or the ConfigMaps/Secrets it refers to: {e}");
-    transient(pod, ctx, key, t, "KubernetesUnavailable", message).await
+    translate(full, ctx, objects).await
 }
 
 fn rejection_message(e: &TranslateError) -> String {
@@ -182,68 +162,70 @@ fn rejection_message(e: &TranslateError) -> String {
     }
 }
 
-async fn create(
+/// What went wrong while preparing, for a create (`action::CREATE`) or an update: `Ok` with the
+/// pass's result when the pass ends here, `Err` with the rejection for the caller to handle.
+async fn unprepared(
     pod: &Pod,
     ctx: &Context,
     key: &str,
     t: &Tracked,
-) -> Result<Action, ReconcileError> {
-    let fast = ctx.timing.fast;
-    let translated = match prepare(pod, ctx).await {
-        Ok(t) => t,
-        Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
+    act: &'static str,
+    why: Unprepared,
+) -> Result<Outcome, TranslateError> {
+    Ok(match why {
+        Unprepared::Kube(e) => {
+            let message =
+                format!("cannot read the pod or the ConfigMaps/Secrets it refers to: {e}");
+            transient(pod, ctx, key, t, reason::KUBERNETES_UNAVAILABLE, act, message).await
+        }
+        Unprepared::Daemon(message) => {
+            transient(pod, ctx, key, t, reason::DAEMON_ERROR, act, message).await
+        }
         // The watch delivers the pod's successor (or its deletion) and triggers its own pass.
-        Err(Unprepared::Replaced) => return Ok(Action::await_change()),
-        Err(Unprepared::Rejected(e)) => {
-            let message = rejection_message(&e);
-            return fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await;
+        Unprepared::Replaced => Ok(Action::await_change()),
+        Unprepared::Rejected(e) => return Err(e),
+    })
+}
+
+async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Outcome {
+    let prepared = match prepare(pod, ctx).await {
+        Ok(p) => p,
+        Err(why) => {
+            return match unprepared(pod, ctx, key, t, action::CREATE, why).await {
+                Ok(outcome) => outcome,
+                Err(e) => fail(pod, ctx, key, reason::PROVIDER_FAILED, &rejection_message(&e)).await,
+            };
         }
     };
-    for w in &translated.warnings {
+    for w in &prepared.warnings {
         ctx.events
-            .warning(pod, reason::POLICY_WARNING, "Translate", w.to_string())
+            .warning(pod, reason::POLICY_WARNING, action::TRANSLATE, w.to_string())
             .await;
     }
-    let slug = translated.workload.slug.clone().unwrap_or_default();
-    match ctx.stackpath.create_workload(&translated.workload).await {
+    let identity = &prepared.identity;
+    let slug = prepared.workload.slug.clone().unwrap_or_default();
+    match ctx.stackpath.create_workload(&prepared.workload).await {
+        Ok(w) if !identity.owns(&w) => {
+            let message = format!(
+                "a StackPath workload with slug `{slug}` already exists and belongs to another \
+                 pod ({}); rename this pod or its namespace",
+                Identity::owner_of(&w).unwrap_or_else(|| "unlabelled".into())
+            );
+            fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await
+        }
         Ok(w) => {
-            let labels = w.metadata.as_ref().map(|m| &m.labels);
-            let ours = labels.is_some_and(|l| {
-                l.get(LABEL_POD_NAME) == Some(&translated.identity.pod_name)
-                    && l.get(LABEL_POD_NAMESPACE) == Some(&translated.identity.namespace)
-            });
-            if !ours {
-                let message = format!(
-                    "a StackPath workload with slug `{slug}` already exists and belongs to \
-                     another pod ({}); rename this pod or its namespace",
-                    labels
-                        .map(|l| format!(
-                            "{}/{}",
-                            l.get(LABEL_POD_NAMESPACE)
-                                .map(String::as_str)
-                                .unwrap_or("?"),
-                            l.get(LABEL_POD_NAME).map(String::as_str).unwrap_or("?")
-                        ))
-                        .unwrap_or_else(|| "unlabelled".into())
-                );
-                return fail(pod, ctx, key, reason::PROVIDER_FAILED, &message).await;
-            }
             let id = w.id.clone().unwrap_or_default();
-            let pod_images = images(pod);
+            let instance = identity.instance_name().ok();
+            let fast = ctx.timing.fast;
+            let images = decide::images(pod);
             ctx.tracker.with(key, fast, |t| {
-                t.workload_id = Some(id.clone());
-                t.images = pod_images;
-                t.instance_name = translated.identity.instance_name().ok();
-                t.interval = fast;
-                t.next_poll = Instant::now() + fast;
-                t.failures = 0;
-                t.transient_reported = false;
+                t.created(id.clone(), images, instance, fast, Instant::now())
             });
             ctx.events
                 .normal(
                     pod,
                     reason::CREATED,
-                    "Create",
+                    action::CREATE,
                     format!(
                         "created StackPath workload `{slug}` (id {id}) in {} with policy `{}`",
                         ctx.placement.city_code,
@@ -255,15 +237,10 @@ async fn create(
             Ok(Action::requeue(fast))
         }
         Err(e) if e.is_transient() => {
-            transient(
-                pod,
-                ctx,
-                key,
-                t,
-                reason::STACKPATH_UNAVAILABLE,
-                format!("creating the StackPath workload `{slug}` failed and will be retried: {e}"),
-            )
-            .await
+            let message =
+                format!("creating the StackPath workload `{slug}` failed and will be retried: {e}");
+            let why = reason::STACKPATH_UNAVAILABLE;
+            transient(pod, ctx, key, t, why, action::CREATE, message).await
         }
         Err(e) => {
             let message = format!("StackPath refused the workload `{slug}`: {e}");
@@ -272,49 +249,43 @@ async fn create(
     }
 }
 
-async fn update(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    workload_id: &str,
-    t: &Tracked,
-) -> Result<Action, ReconcileError> {
+async fn update(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Tracked) -> Outcome {
     let fast = ctx.timing.fast;
-    let translated = match prepare(pod, ctx).await {
-        Ok(t) => t,
-        Err(Unprepared::Kube(e)) => return kube_unavailable(pod, ctx, key, t, e).await,
-        // The watch delivers the pod's successor (or its deletion) and triggers its own pass.
-        Err(Unprepared::Replaced) => return Ok(Action::await_change()),
-        Err(Unprepared::Rejected(e)) => {
-            // The running workload stays as it is; the user hears why the change was not applied.
-            let message = rejection_message(&e);
-            ctx.events
-                .warning(pod, reason::PROVIDER_FAILED, "Update", message)
-                .await;
-            ctx.tracker.with(key, fast, |t| t.images = images(pod));
-            return Ok(Action::requeue(fast));
+    let refused = |message: String| async move {
+        // The running workload stays as it is; the user hears why the change was not applied.
+        ctx.events
+            .warning(pod, reason::PROVIDER_FAILED, action::UPDATE, message)
+            .await;
+        let images = decide::images(pod);
+        ctx.tracker.with(key, fast, |t| t.update_refused(images));
+        Ok(Action::requeue(fast))
+    };
+    let prepared = match prepare(pod, ctx).await {
+        Ok(p) => p,
+        Err(why) => {
+            return match unprepared(pod, ctx, key, t, action::UPDATE, why).await {
+                Ok(outcome) => outcome,
+                Err(e) => refused(rejection_message(&e)).await,
+            };
         }
     };
-    let mut workload = translated.workload;
+    let mut workload = prepared.workload;
     workload.id = Some(workload_id.to_owned());
     match ctx.stackpath.update_workload(workload_id, &workload).await {
         Ok(_) => {
-            let pod_images = images(pod);
-            let note = pod_images
+            let images = decide::images(pod);
+            let note = images
                 .iter()
                 .map(|(c, i)| format!("{c}={i}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            ctx.tracker.with(key, fast, |t| {
-                t.images = pod_images;
-                t.interval = fast;
-                t.next_poll = Instant::now() + fast;
-            });
+            ctx.tracker
+                .with(key, fast, |t| t.updated(images, fast, Instant::now()));
             ctx.events
                 .normal(
                     pod,
                     reason::UPDATED,
-                    "Update",
+                    action::UPDATE,
                     format!("updated the workload's images: {note}"),
                 )
                 .await;
@@ -322,159 +293,200 @@ async fn update(
         }
         Err(e) if e.is_not_found() => workload_gone(pod, ctx, key, workload_id).await,
         Err(e) if e.is_transient() => {
-            transient(
-                pod,
-                ctx,
-                key,
-                t,
-                reason::STACKPATH_UNAVAILABLE,
-                format!("updating the StackPath workload failed and will be retried: {e}"),
-            )
-            .await
+            let message =
+                format!("updating the StackPath workload failed and will be retried: {e}");
+            let why = reason::STACKPATH_UNAVAILABLE;
+            transient(pod, ctx, key, t, why, action::UPDATE, message).await
         }
-        Err(e) => {
-            ctx.events
-                .warning(
-                    pod,
-                    reason::PROVIDER_FAILED,
-                    "Update",
-                    format!("StackPath refused the update: {e}"),
-                )
-                .await;
-            ctx.tracker.with(key, fast, |t| t.images = images(pod));
-            Ok(Action::requeue(fast))
-        }
+        Err(e) => refused(format!("StackPath refused the update: {e}")).await,
     }
 }
 
-async fn poll(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    workload_id: &str,
-    t: &Tracked,
-) -> Result<Action, ReconcileError> {
-    let pacing = ctx.pacing();
-    // A settled pod's re-check can wait while the rate limit is exhausted (pods being created,
-    // pods changing), rather than queue in front of them; for at most one settled interval, so
-    // with more pods than the rate allows, settled pods are polled less often, never starved.
-    // Polls of changing pods queue: they carry the status lag.
-    let now = Instant::now();
-    let deferred_since = t.deferred_since.unwrap_or(now);
-    if t.interval > ctx.timing.fast
-        && now.duration_since(deferred_since) < ctx.timing.settled
-        && ctx.stackpath.is_rate_limited()
-    {
-        let wait = pacing.jitter(t.interval.min(DEFER_FOR));
-        ctx.tracker.with(key, ctx.timing.fast, |t| {
-            t.deferred_since = Some(deferred_since);
-            t.next_poll = now + wait;
-        });
-        return Ok(Action::requeue(wait));
-    }
+async fn poll(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Tracked) -> Outcome {
+    let fast = ctx.timing.fast;
     let instances = match ctx.stackpath.list_all_instances(workload_id).await {
         Ok(list) => list,
         Err(e) if e.is_not_found() => return workload_gone(pod, ctx, key, workload_id).await,
         Err(e) => {
             tracing::debug!(pod = key, error = %e, "instance poll failed; retrying");
-            let wait = backoff(t.failures);
-            ctx.tracker.with(key, ctx.timing.fast, |t| {
-                t.failures += 1;
-                t.next_poll = Instant::now() + wait;
-            });
+            let wait = ctx
+                .tracker
+                .with(key, fast, |t| t.poll_failed(Instant::now()));
             return Ok(Action::requeue(wait));
         }
     };
-    let wanted = t.instance_name.clone();
     let instance = instances
         .iter()
-        .find(|i| i.name.is_some() && i.name == wanted)
+        .find(|i| i.name.is_some() && i.name.as_deref() == t.instance_name())
         .or_else(|| instances.first());
+    let restart = status::RestartPolicy::of(pod);
+    if let Some(done) = instance.and_then(|i| status::completion(pod, i, &ctx.host_ip)) {
+        return complete(pod, ctx, key, workload_id, done).await;
+    }
     let new = status::from_instance(pod, instance, &ctx.host_ip);
     let changed = status::differs(pod, &new);
     let settled = status::is_settled(&new);
     let terminal_now = matches!(new.phase.as_deref(), Some("Succeeded" | "Failed"));
-    if changed && !is_terminal(pod) {
+    if changed && !decide::is_terminal(pod) {
         write_status(pod, ctx, new).await?;
     }
-    let interval = pacing.next(t.interval, changed, settled);
+    let pacing = ctx.timing.pacing();
+    let mut interval = pacing.next(t.interval(), changed, settled);
+    if restart.runs_to_completion() && !terminal_now {
+        // Its end must be seen soon: StackPath restarts containers that exit.
+        interval = interval.min(ctx.timing.completion.max(ctx.timing.fast));
+    }
     let wait = pacing.jitter(interval);
-    let instance_name = instance.and_then(|i| i.name.clone());
-    ctx.tracker.with(key, ctx.timing.fast, |t| {
-        t.interval = interval;
-        t.next_poll = Instant::now() + wait;
-        t.failures = 0;
-        t.deferred_since = None;
-        t.has_instance = instance.is_some();
-        if instance_name.is_some() {
-            t.instance_name = instance_name;
-        }
+    let name = instance.and_then(|i| i.name.clone());
+    let has_instance = instance.is_some();
+    ctx.tracker.with(key, fast, |t| {
+        t.polled(interval, Instant::now() + wait, name, has_instance)
     });
-    if terminal_now && is_terminal(pod) {
+    if terminal_now && decide::is_terminal(pod) {
         // Nothing changes after a terminal phase; the pod's deletion wakes us.
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(wait))
 }
 
-fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(6)).min(BACKOFF_MAX)
+/// A run-to-completion pod's containers finished: delete the workload (so it neither restarts
+/// nor bills), then write the pod's final status.
+async fn complete(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    workload_id: &str,
+    done: PodStatus,
+) -> Outcome {
+    match ctx.stackpath.delete_workload(workload_id).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            tracing::info!(pod = key, error = %e, "deleting the completed workload failed; retrying");
+            let wait = ctx
+                .tracker
+                .with(key, ctx.timing.fast, |t| t.poll_failed(Instant::now()));
+            return Ok(Action::requeue(wait));
+        }
+    }
+    let phase = done.phase.clone().unwrap_or_default();
+    let codes = done
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            Some(format!("{} exited {}", c.name, t.exit_code))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ctx.events
+        .normal(
+            pod,
+            reason::COMPLETED,
+            action::DELETE,
+            format!(
+                "the pod {} ({codes}); its StackPath workload {workload_id} was deleted so that it \
+                 neither restarts nor bills",
+                phase.to_lowercase()
+            ),
+        )
+        .await;
+    write_status(pod, ctx, done).await?;
+    ctx.tracker.with(key, ctx.timing.fast, |t| {
+        t.workload_gone();
+        t.finish();
+    });
+    Ok(Action::await_change())
 }
 
+/// Ends a pod before its containers did (its deadline passed): the workload is deleted and the
+/// pod Failed with `why`.
+async fn end(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    workload_id: Option<&str>,
+    why: &str,
+    message: &str,
+) -> Outcome {
+    if let Some(id) = workload_id {
+        match ctx.stackpath.delete_workload(id).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::info!(pod = key, error = %e, "deleting the workload failed; retrying");
+                return Ok(Action::requeue(backoff(1)));
+            }
+        }
+        ctx.tracker
+            .with(key, ctx.timing.fast, Tracked::workload_gone);
+    }
+    fail(pod, ctx, key, why, message).await
+}
+
+/// A pod the daemon does not run: Pending, its condition and one Event saying why and which
+/// flag changes it. Stable: nothing is retried, so the pod's owner has nothing to recreate.
+async fn skip(pod: &Pod, ctx: &Context, key: &str) -> Outcome {
+    let message = "a DaemonSet's pod is not run at StackPath (it would cost one workload per \
+                   virtual node, running an agent meant for a real node's host); start the \
+                   daemon with --daemonset-pods=run to run it, or keep the DaemonSet off this \
+                   node (nodeAffinity, or no toleration of the \
+                   virtual-kubelet.io/provider=stackpath taint)";
+    let why = reason::DAEMONSET_POD_SKIPPED;
+    let status = status::pending(pod, why, message, &ctx.host_ip);
+    if status::differs(pod, &status) {
+        ctx.events
+            .normal(pod, why, action::CREATE, message.to_owned())
+            .await;
+        write_status(pod, ctx, status).await?;
+    }
+    ctx.tracker.with(key, ctx.timing.fast, Tracked::finish);
+    Ok(Action::await_change())
+}
+
+/// Creating or updating failed for a reason that passes: the pod stays Pending (its condition
+/// says why), one Event per outage, retried with back-off.
 async fn transient(
     pod: &Pod,
     ctx: &Context,
     key: &str,
     t: &Tracked,
     why: &str,
+    act: &str,
     message: String,
-) -> Result<Action, ReconcileError> {
-    let wait = backoff(t.failures);
+) -> Outcome {
+    let (wait, first) = ctx.tracker.with(key, ctx.timing.fast, Tracked::transient_failure);
     tracing::info!(pod = key, retry_in = ?wait, "{message}");
-    if !t.transient_reported {
-        ctx.events
-            .warning(pod, why, "Create", message.clone())
-            .await;
+    if first {
+        ctx.events.warning(pod, why, act, message.clone()).await;
     }
-    ctx.tracker.with(key, ctx.timing.fast, |t| {
-        t.failures += 1;
-        t.transient_reported = true;
-    });
-    write_status(pod, ctx, status::pending(pod, why, &message, &ctx.host_ip)).await?;
+    // A running workload's pod keeps its status; only a pod still waiting shows why.
+    if t.workload_id().is_none() {
+        write_status(pod, ctx, status::pending(pod, why, &message, &ctx.host_ip)).await?;
+    }
     Ok(Action::requeue(wait))
 }
 
 /// Fails the pod for good, with an Event; the daemon runs nothing for it.
-async fn fail(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    why: &str,
-    message: &str,
-) -> Result<Action, ReconcileError> {
+async fn fail(pod: &Pod, ctx: &Context, key: &str, why: &str, message: &str) -> Outcome {
     tracing::warn!(pod = key, reason = why, "{message}");
     ctx.events
-        .warning(pod, why, "Create", message.to_owned())
+        .warning(pod, why, action::CREATE, message.to_owned())
         .await;
     write_status(pod, ctx, status::failed(pod, why, message, &ctx.host_ip)).await?;
-    ctx.tracker
-        .with(key, ctx.timing.fast, |t| t.finished = true);
+    ctx.tracker.with(key, ctx.timing.fast, Tracked::finish);
     Ok(Action::await_change())
 }
 
-async fn workload_gone(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    workload_id: &str,
-) -> Result<Action, ReconcileError> {
-    let slug = identity(pod, ctx).slug().unwrap_or_default();
+async fn workload_gone(pod: &Pod, ctx: &Context, key: &str, workload_id: &str) -> Outcome {
+    let slug = Identity::of(pod, &ctx.placement).slug().unwrap_or_default();
     let message = format!(
         "the StackPath workload `{slug}` (id {workload_id}) was deleted outside Kubernetes; \
          delete this pod to run it again (a Deployment or Job replaces it by itself)"
     );
     ctx.tracker
-        .with(key, ctx.timing.fast, |t| t.workload_id = None);
+        .with(key, ctx.timing.fast, Tracked::workload_gone);
     fail(pod, ctx, key, reason::WORKLOAD_DELETED, &message).await
 }
 
@@ -499,75 +511,79 @@ async fn write_status(pod: &Pod, ctx: &Context, new: PodStatus) -> Result<(), Re
     }
 }
 
-/// A pod with `deletionTimestamp`: delete its workload, wait until StackPath says it is gone
-/// (at most the pod's grace period), then remove the pod object.
-async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, ReconcileError> {
+/// One step of a deletion. `Ok(None)`: the step is done, decide the next one in this pass.
+async fn delete(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    step: Deletion,
+) -> Result<Option<Action>, ReconcileError> {
     let fast = ctx.timing.fast;
-    let mut t = ctx.tracker.get(key);
-    if t.as_ref()
-        .is_none_or(|t| t.workload_id.is_none() && t.uid.is_none())
-    {
-        // Never seen by this process (e.g. deleted while the daemon was down): ask StackPath.
-        if let Ok(slug) = identity(pod, ctx).slug()
-            && let Ok(Some(w)) = ctx.stackpath.find_workload_by_slug(&slug).await
-            && w.metadata
-                .as_ref()
-                .is_some_and(|m| m.labels.get(LABEL_POD_NAME) == Some(&pod.name_any()))
-        {
-            ctx.tracker
-                .with(key, fast, |t| t.workload_id = w.id.clone());
-            t = ctx.tracker.get(key);
-        }
-    }
-    let workload_id = t.as_ref().and_then(|t| t.workload_id.clone());
-    let grace = Duration::from_secs(
-        pod.metadata
-            .deletion_grace_period_seconds
-            .unwrap_or(30)
-            .max(0) as u64,
-    );
-    if let Some(id) = workload_id {
-        let since = t.as_ref().and_then(|t| t.deleting_since);
-        let since = match since {
-            Some(s) => s,
-            None => {
-                match ctx.stackpath.delete_workload(&id).await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
+    match step {
+        Deletion::Lookup => {
+            let identity = Identity::of(pod, &ctx.placement);
+            let found = match identity.slug() {
+                Ok(slug) => match ctx.stackpath.find_workload_by_slug(&slug).await {
+                    Ok(w) => w.filter(|w| identity.owns(w)).and_then(|w| w.id),
                     Err(e) => {
-                        tracing::info!(pod = key, error = %e, "deleting the workload failed; retrying");
-                        return Ok(Action::requeue(backoff(1)));
+                        tracing::info!(pod = key, error = %e, "looking the workload up failed; retrying");
+                        return Ok(Some(Action::requeue(backoff(1))));
                     }
-                }
-                ctx.events
-                    .normal(
-                        pod,
-                        reason::DELETING,
-                        "Delete",
-                        format!("deleting StackPath workload {id}"),
-                    )
-                    .await;
-                let now = Instant::now();
-                ctx.tracker
-                    .with(key, fast, |t| t.deleting_since = Some(now));
-                now
-            }
-        };
-        let gone = match ctx.stackpath.get_workload(&id).await {
-            Err(e) if e.is_not_found() => true,
-            Ok(_) | Err(_) => false,
-        };
-        if !gone && since.elapsed() < grace {
-            return Ok(Action::requeue(fast));
+                },
+                // A name StackPath cannot hold never had a workload.
+                Err(_) => None,
+            };
+            ctx.tracker.with(key, fast, |t| {
+                t.found(found);
+                t.seen(pod.uid());
+            });
+            Ok(None)
         }
-        if !gone {
+        Deletion::DeleteWorkload { workload_id } => {
+            match ctx.stackpath.delete_workload(&workload_id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::info!(pod = key, error = %e, "deleting the workload failed; retrying");
+                    return Ok(Some(Action::requeue(backoff(1))));
+                }
+            }
+            ctx.events
+                .normal(
+                    pod,
+                    reason::DELETING,
+                    action::DELETE,
+                    format!("deleting StackPath workload {workload_id}"),
+                )
+                .await;
+            ctx.tracker
+                .with(key, fast, |t| t.deletion_requested(Instant::now()));
+            Ok(None)
+        }
+        Deletion::ConfirmGone {
+            workload_id,
+            deadline,
+        } => {
+            let gone = matches!(ctx.stackpath.get_workload(&workload_id).await, Err(e) if e.is_not_found());
+            if gone {
+                return remove_pod(pod, ctx, key).await.map(Some);
+            }
+            if Instant::now() < deadline {
+                return Ok(Some(Action::requeue(fast)));
+            }
             tracing::warn!(
                 pod = key,
-                workload = id,
+                workload = workload_id,
                 "StackPath still lists the workload after the grace period; removing the pod anyway"
             );
+            remove_pod(pod, ctx, key).await.map(Some)
         }
+        Deletion::RemovePod => remove_pod(pod, ctx, key).await.map(Some),
     }
+}
+
+/// Removes the pod object (its workload is gone) and forgets it.
+async fn remove_pod(pod: &Pod, ctx: &Context, key: &str) -> Outcome {
     let api: Api<Pod> = Api::namespaced(ctx.kube.clone(), &pod.namespace().unwrap_or_default());
     let params = DeleteParams {
         grace_period_seconds: Some(0),
@@ -586,14 +602,10 @@ async fn delete(pod: &Pod, ctx: &Context, key: &str) -> Result<Action, Reconcile
     Ok(Action::await_change())
 }
 
-/// The tracked workload belongs to an earlier pod of the same name: delete it first.
-async fn replace_stale(
-    pod: &Pod,
-    ctx: &Context,
-    key: &str,
-    t: Tracked,
-) -> Result<Action, ReconcileError> {
-    if let Some(id) = &t.workload_id {
+/// The tracked workload belongs to an earlier pod of the same name: delete it, wait until it
+/// is gone, forget it; the next pass starts over for the new pod.
+async fn replace_stale(ctx: &Context, key: &str, workload_id: Option<&str>) -> Outcome {
+    if let Some(id) = workload_id {
         match ctx.stackpath.delete_workload(id).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -604,6 +616,285 @@ async fn replace_stale(
         }
     }
     ctx.tracker.remove(key);
-    let _ = pod;
     Ok(Action::requeue(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use stackpath_client::model::Workload;
+
+    use super::super::fixtures::{self, Fixture, TIMING};
+    use super::*;
+    use crate::workload::LABEL_POD_NAME;
+
+    fn phase(f: &Fixture, name: &str) -> Option<String> {
+        f.api.pod("default", name)?.status?.phase
+    }
+
+    fn reasons(f: &Fixture) -> Vec<String> {
+        f.api.events().into_iter().map(|(r, _)| r).collect()
+    }
+
+    fn by_slug<'a>(ws: &'a [Workload], slug: &str) -> Option<&'a Workload> {
+        ws.iter().find(|w| w.slug.as_deref() == Some(slug))
+    }
+
+    fn image(w: &Workload) -> String {
+        let spec = w.spec.as_ref().expect("spec");
+        spec.containers["app"].image.clone().unwrap_or_default()
+    }
+
+    /// A pod created, its workload running.
+    async fn running(name: &str) -> Fixture {
+        let f = Fixture::new().await;
+        f.api.put_pod(fixtures::pod(name, "u1", "nginx:1"));
+        f.pass("default", name).await;
+        f.pass("default", name).await;
+        assert_eq!(phase(&f, name).as_deref(), Some("Running"));
+        f.api.take_calls();
+        f
+    }
+
+    #[tokio::test]
+    async fn create_posts_the_workload_and_reports_it() {
+        let f = Fixture::new().await;
+        f.api.put_pod(fixtures::pod("web", "u1", "nginx:1"));
+        let action = f.pass("default", "web").await;
+        assert_eq!(action, Action::requeue(TIMING.fast));
+        let ws = f.workloads().await;
+        let w = by_slug(&ws, "default-web").expect("workload");
+        assert_eq!(image(w), "nginx:1");
+        assert_eq!(
+            w.metadata.as_ref().unwrap().labels.get(LABEL_POD_NAME).map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(reasons(&f), [reason::CREATED]);
+        let pod = f.api.pod("default", "web").unwrap();
+        let conds = pod.status.unwrap().conditions.unwrap();
+        assert!(conds.iter().any(|c| c.type_ == status::CONDITION_WORKLOAD && c.status == "True"));
+        let t = f.ctx.tracker.get("default/web").unwrap();
+        assert_eq!(t.workload_id(), w.id.as_deref());
+        assert_eq!(t.instance_name(), Some("default-web-city-code-dfw-0"));
+    }
+
+    #[tokio::test]
+    async fn poll_writes_the_running_status_once_and_then_backs_off() {
+        let f = running("web").await;
+        let t = f.ctx.tracker.get("default/web").unwrap();
+        assert!(t.has_instance());
+        assert!(t.interval() > TIMING.fast, "settled after the change");
+        // Unchanged instance: nothing written, pace slows down.
+        f.pass("default", "web").await;
+        f.pass("default", "web").await;
+        let writes = f
+            .api
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.path.ends_with("/status"))
+            .count();
+        assert_eq!(writes, 0, "an unchanged instance writes no status");
+        assert_eq!(f.ctx.tracker.get("default/web").unwrap().interval(), TIMING.settled);
+    }
+
+    #[tokio::test]
+    async fn a_changed_image_updates_the_workload() {
+        let f = running("web").await;
+        f.api.edit_pod(
+            "default",
+            "web",
+            json!({"spec": {"containers": [{"name": "app", "image": "nginx:2",
+                "command": ["/bin/sh", "-c", "sleep 3600"],
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]}}),
+        );
+        f.pass("default", "web").await;
+        let ws = f.workloads().await;
+        assert_eq!(image(by_slug(&ws, "default-web").unwrap()), "nginx:2");
+        assert_eq!(reasons(&f), [reason::UPDATED]);
+    }
+
+    #[tokio::test]
+    async fn deletion_removes_the_workload_then_the_pod() {
+        let f = running("web").await;
+        f.api.edit_pod(
+            "default",
+            "web",
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z",
+                                "deletionGracePeriodSeconds": 30}}),
+        );
+        let mut action = f.pass("default", "web").await;
+        // The emulator deletes at once; at most a few confirmations.
+        for _ in 0..5 {
+            if f.api.pod("default", "web").is_none() {
+                break;
+            }
+            action = f.pass("default", "web").await;
+        }
+        assert_eq!(action, Action::await_change());
+        assert!(f.api.pod("default", "web").is_none(), "pod removed");
+        assert!(by_slug(&f.workloads().await, "default-web").is_none());
+        assert!(f.ctx.tracker.get("default/web").is_none(), "forgotten");
+        assert_eq!(reasons(&f), [reason::DELETING]);
+    }
+
+    #[tokio::test]
+    async fn deletion_of_a_pod_never_seen_finds_its_workload_by_slug() {
+        let f = running("web").await;
+        // A fresh process (e.g. restarted while the pod was being deleted).
+        f.ctx.tracker.remove("default/web");
+        f.api.edit_pod(
+            "default",
+            "web",
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z",
+                                "deletionGracePeriodSeconds": 30}}),
+        );
+        for _ in 0..5 {
+            if f.api.pod("default", "web").is_none() {
+                break;
+            }
+            f.pass("default", "web").await;
+        }
+        assert!(f.api.pod("default", "web").is_none());
+        assert!(by_slug(&f.workloads().await, "default-web").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_new_pod_under_the_same_name_replaces_the_stale_workload() {
+        let f = running("web").await;
+        let old = by_slug(&f.workloads().await, "default-web").unwrap().id.clone();
+        // Force-deleted and created again: same name, new uid.
+        f.api.put_pod(fixtures::pod("web", "u2", "nginx:1"));
+        assert_eq!(f.pass("default", "web").await, Action::requeue(Duration::ZERO));
+        assert!(f.ctx.tracker.get("default/web").is_none());
+        f.pass("default", "web").await;
+        let ws = f.workloads().await;
+        let new = by_slug(&ws, "default-web").expect("new workload");
+        assert_ne!(new.id, old, "a new workload for the new pod");
+        assert_eq!(ws.len(), 1, "no duplicate");
+        assert_eq!(f.ctx.tracker.get("default/web").unwrap().uid(), Some("u2"));
+    }
+
+    #[tokio::test]
+    async fn a_workload_deleted_behind_our_back_fails_the_pod() {
+        let f = running("web").await;
+        let id = by_slug(&f.workloads().await, "default-web").unwrap().id.clone().unwrap();
+        f.ctx.stackpath.delete_workload(&id).await.unwrap();
+        assert_eq!(f.pass("default", "web").await, Action::await_change());
+        let pod = f.api.pod("default", "web").unwrap();
+        let st = pod.status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some(reason::WORKLOAD_DELETED));
+        assert!(st.message.unwrap().contains("deleted outside Kubernetes"));
+        assert_eq!(reasons(&f), [reason::WORKLOAD_DELETED]);
+        // Nothing more happens: no new workload.
+        assert_eq!(f.pass("default", "web").await, Action::await_change());
+        assert!(f.workloads().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rejected_pod_fails_and_nothing_reaches_stackpath() {
+        let f = Fixture::new().await;
+        let mut p = fixtures::pod("bad", "u1", "nginx:1");
+        p["spec"]["containers"][0]["command"] = serde_json::Value::Null;
+        p["spec"]["containers"][0]["args"] = json!(["serve"]);
+        f.api.put_pod(p);
+        assert_eq!(f.pass("default", "bad").await, Action::await_change());
+        let st = f.api.pod("default", "bad").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some(reason::PROVIDER_FAILED));
+        assert!(st.message.unwrap().contains("args but no command"));
+        assert!(f.workloads().await.is_empty());
+        assert!(f.ctx.tracker.get("default/bad").unwrap().is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_fails_the_pod_naming_it() {
+        let f = Fixture::new().await;
+        let mut p = fixtures::pod("web", "u1", "nginx:1");
+        p["spec"]["containers"][0]["env"] = json!([{"name": "TOKEN", "valueFrom":
+            {"secretKeyRef": {"name": "creds", "key": "token"}}}]);
+        f.api.put_pod(p);
+        f.pass("default", "web").await;
+        let st = f.api.pod("default", "web").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert!(st.message.unwrap().contains("Secret `creds` not found"));
+        assert!(f.workloads().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_api_server_down_while_creating_is_retried_with_one_event() {
+        let f = Fixture::new().await;
+        f.api.put_pod(fixtures::pod("web", "u1", "nginx:1"));
+        let pod = f.api.pod("default", "web").unwrap();
+        f.api.set_down(true);
+        let first = f.pass_with(pod.clone()).await;
+        let second = f.pass_with(pod.clone()).await;
+        assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+        assert_eq!(second, Action::requeue(Duration::from_secs(2)), "backs off");
+        assert!(f.workloads().await.is_empty());
+        f.api.set_down(false);
+        // One Event for the outage (the first attempt's; the second was not even tried as the
+        // API was down, and the next attempt succeeds).
+        assert_eq!(f.pass_with(pod).await, Action::requeue(TIMING.fast));
+        assert_eq!(f.workloads().await.len(), 1);
+        assert_eq!(f.ctx.tracker.get("default/web").unwrap().failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn stackpath_down_while_creating_leaves_the_pod_pending_with_the_reason() {
+        let f = Fixture::new().await;
+        f.api.put_pod(fixtures::pod("web", "u1", "nginx:1"));
+        f.emulator.set_faults(stackpath_emulator::Faults {
+            error_rate: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(
+            f.pass("default", "web").await,
+            Action::requeue(Duration::from_secs(1))
+        );
+        f.pass("default", "web").await;
+        let st = f.api.pod("default", "web").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        let cond = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == status::CONDITION_WORKLOAD)
+            .unwrap();
+        assert_eq!(cond.status, "False");
+        assert_eq!(cond.reason.as_deref(), Some(reason::STACKPATH_UNAVAILABLE));
+        assert_eq!(reasons(&f), [reason::STACKPATH_UNAVAILABLE], "one Event per outage");
+        f.emulator.set_faults(stackpath_emulator::Faults::default());
+        f.pass("default", "web").await;
+        assert_eq!(f.workloads().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slug_taken_by_another_pod_fails_this_one() {
+        let f = Fixture::new().await;
+        // Another pod's workload under the slug this pod would get.
+        let other = Identity {
+            namespace: "default".into(),
+            pod_name: "someone-else".into(),
+            node_name: fixtures::NODE.into(),
+            city_code: fixtures::CITY.into(),
+        };
+        f.api.put_pod(fixtures::pod("web", "u1", "nginx:1"));
+        let mut theirs = {
+            f.pass("default", "web").await;
+            let w = by_slug(&f.workloads().await, "default-web").unwrap().clone();
+            f.ctx.stackpath.delete_workload(w.id.as_deref().unwrap()).await.unwrap();
+            w
+        };
+        theirs.id = None;
+        theirs.metadata.as_mut().unwrap().labels = other.labels();
+        f.ctx.stackpath.create_workload(&theirs).await.unwrap();
+        let f2_pod = fixtures::pod("web", "u9", "nginx:1");
+        f.ctx.tracker.remove("default/web");
+        f.api.put_pod(f2_pod);
+        assert_eq!(f.pass("default", "web").await, Action::await_change());
+        let st = f.api.pod("default", "web").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert!(st.message.unwrap().contains("belongs to another pod (default/someone-else)"));
+    }
 }

@@ -14,10 +14,6 @@ use stackpath_client::model::{
     ContainerPhase, ContainerStatus as SpContainerStatus, Instance, InstancePhase,
 };
 
-/// Reason of a pod the daemon could not run (policy rejection, invalid references).
-pub const REASON_PROVIDER_FAILED: &str = "ProviderFailed";
-/// Reason of a pod whose workload disappeared from StackPath without the daemon deleting it.
-pub const REASON_WORKLOAD_DELETED: &str = "WorkloadDeleted";
 /// A condition the daemon owns: whether the workload exists at StackPath, and if not, why.
 pub const CONDITION_WORKLOAD: &str = "stackpath.com/WorkloadCreated";
 
@@ -346,6 +342,118 @@ pub fn pending(pod: &Pod, reason: &str, message: &str, host_ip: &str) -> PodStat
     status
 }
 
+/// How a pod's containers are restarted (`spec.restartPolicy`, `Always` by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn of(pod: &Pod) -> Self {
+        match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+            Some("Never") => Self::Never,
+            Some("OnFailure") => Self::OnFailure,
+            _ => Self::Always,
+        }
+    }
+
+    /// The pod runs to completion (a Job's pod): it ends when its containers do.
+    pub fn runs_to_completion(self) -> bool {
+        self != Self::Always
+    }
+}
+
+/// A container's last termination as StackPath reports it: the current state when the
+/// container is stopped or failed, else the termination before its latest restart.
+fn last_termination(s: &SpContainerStatus) -> Option<ContainerStateTerminated> {
+    let stopped = matches!(s.phase, Some(ContainerPhase::Failed | ContainerPhase::Stopped));
+    let restarted = s.restart_count.unwrap_or(0) > 0;
+    if !stopped && !restarted {
+        return None;
+    }
+    let t = s.terminated.clone().unwrap_or_default();
+    if !stopped && t.exit_code.is_none() && t.finished_at.is_none() {
+        // Restarted, but StackPath kept nothing of how the last run ended.
+        return None;
+    }
+    let failed = s.phase == Some(ContainerPhase::Failed);
+    let exit_code = t.exit_code.unwrap_or(if failed { 1 } else { 0 });
+    Some(ContainerStateTerminated {
+        exit_code,
+        reason: t
+            .reason
+            .or_else(|| Some(if exit_code == 0 { "Completed" } else { "Error" }.into())),
+        message: t.message,
+        started_at: t.started_at.or(s.started_at).and_then(to_time),
+        finished_at: t.finished_at.or(s.finished_at).and_then(to_time),
+        ..ContainerStateTerminated::default()
+    })
+}
+
+/// For a pod that runs to completion: its final status once every container has finished as
+/// its restart policy says (`Never`: at its first exit; `OnFailure`: at an exit with code 0,
+/// StackPath restarting the others), `None` while one still runs. Succeeded when every
+/// container exited 0, else Failed; each container's `terminated` state carries the exit code,
+/// reason and finish time StackPath reported.
+pub fn completion(pod: &Pod, instance: &Instance, host_ip: &str) -> Option<PodStatus> {
+    let policy = RestartPolicy::of(pod);
+    if !policy.runs_to_completion() {
+        return None;
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut finished = Vec::new();
+    for c in &spec.containers {
+        let s = instance
+            .container_statuses
+            .iter()
+            .find(|s| s.name.as_deref() == Some(c.name.as_str()))?;
+        let t = last_termination(s)?;
+        if policy == RestartPolicy::OnFailure && t.exit_code != 0 {
+            return None;
+        }
+        finished.push((c, s, t));
+    }
+    if finished.is_empty() {
+        return None;
+    }
+    let succeeded = finished.iter().all(|(_, _, t)| t.exit_code == 0);
+    let mut status = from_instance(pod, Some(instance), host_ip);
+    status.phase = Some(if succeeded { "Succeeded" } else { "Failed" }.into());
+    status.container_statuses = Some(
+        finished
+            .into_iter()
+            .map(|(c, s, t)| ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                container_id: s.container_id.clone().map(|id| format!("stackpath://{id}")),
+                restart_count: s.restart_count.unwrap_or(0),
+                ready: false,
+                started: Some(false),
+                state: Some(ContainerState {
+                    terminated: Some(t),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            })
+            .collect(),
+    );
+    let conds = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some(cs) = status.conditions.as_mut() {
+        for c in cs.iter_mut() {
+            if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+                *c = condition(&conds, &c.type_, false, Some("PodCompleted"), None);
+            }
+        }
+    }
+    Some(status)
+}
+
 /// Whether writing `new` would change what the API server holds (ignoring fields we do not own).
 pub fn differs(pod: &Pod, new: &PodStatus) -> bool {
     let current = pod.status.clone().unwrap_or_default();
@@ -489,7 +597,7 @@ mod tests {
     fn failed_pod_keeps_reason_and_message() {
         let s = failed(
             &pod(),
-            REASON_PROVIDER_FAILED,
+            crate::pods::reason::PROVIDER_FAILED,
             "spec.containers[0]: bad",
             "192.0.2.1",
         );

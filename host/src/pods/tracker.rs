@@ -12,32 +12,88 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-/// Per-pod memory. Keyed by `namespace/name`.
+/// Per-pod memory. Keyed by `namespace/name`. Read through its accessors, changed only
+/// through its transitions (below), each named for what happened to the pod.
 #[derive(Debug, Clone)]
 pub struct Tracked {
-    pub uid: Option<String>,
-    pub workload_id: Option<String>,
-    pub instance_name: Option<String>,
+    uid: Option<String>,
+    workload_id: Option<String>,
+    instance_name: Option<String>,
     /// Container images the workload was created or last updated with, by container.
-    pub images: Vec<(String, String)>,
-    pub next_poll: Instant,
-    pub interval: Duration,
+    images: Vec<(String, String)>,
+    next_poll: Instant,
+    interval: Duration,
     /// The pod was failed by us (rejected, workload deleted behind our back): nothing more to do.
-    pub finished: bool,
+    finished: bool,
     /// A transient error was already reported as an Event (one Event per outage, not per retry).
-    pub transient_reported: bool,
+    transient_reported: bool,
     /// Consecutive transient failures, for backoff.
-    pub failures: u32,
+    failures: u32,
     /// Since when this settled pod's poll has been put off because the rate limit was exhausted.
-    pub deferred_since: Option<Instant>,
+    deferred_since: Option<Instant>,
     /// When deletion began (bounded by the pod's grace period).
-    pub deleting_since: Option<Instant>,
+    deleting_since: Option<Instant>,
     /// The instance is running (for the kubelet API: logs and exec need an instance).
-    pub has_instance: bool,
+    has_instance: bool,
 }
 
+/// Read access.
 impl Tracked {
-    fn new(fast: Duration) -> Self {
+    /// The pod (by uid) this memory is for; `None` before its first pass.
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+    /// The workload that runs the pod, once created or adopted.
+    pub fn workload_id(&self) -> Option<&str> {
+        self.workload_id.as_deref()
+    }
+    /// The instance StackPath runs the workload as (`<slug>-city-code-<city>-0`).
+    pub fn instance_name(&self) -> Option<&str> {
+        self.instance_name.as_deref()
+    }
+    /// Container images the workload was created or last updated with, by container.
+    pub fn images(&self) -> &[(String, String)] {
+        &self.images
+    }
+    pub fn next_poll(&self) -> Instant {
+        self.next_poll
+    }
+    /// The current poll pace.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    /// The daemon failed the pod: nothing more to do until it changes.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+    /// Consecutive transient failures.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+    pub fn deferred_since(&self) -> Option<Instant> {
+        self.deferred_since
+    }
+    pub fn deleting_since(&self) -> Option<Instant> {
+        self.deleting_since
+    }
+    /// StackPath reported an instance (logs and exec need one).
+    pub fn has_instance(&self) -> bool {
+        self.has_instance
+    }
+}
+
+/// Consecutive failures double the wait, up to this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// 1 s, 2 s, 4 s, … up to [`BACKOFF_MAX`].
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(BACKOFF_MAX)
+}
+
+/// The transitions of a pod's memory: each is one thing that happened to the pod. They are the
+/// only writers of [`Tracked`]'s fields (reconcile reads the fields, then records what it did).
+impl Tracked {
+    pub fn new(fast: Duration) -> Self {
         Self {
             uid: None,
             workload_id: None,
@@ -52,6 +108,113 @@ impl Tracked {
             deleting_since: None,
             has_instance: false,
         }
+    }
+
+    /// A workload of this pod existed at start (an earlier run's, or the Go provider's).
+    pub fn adopted(&mut self, workload_id: String, images: Vec<(String, String)>) {
+        self.workload_id = Some(workload_id);
+        self.images = images;
+    }
+
+    /// The pod's first pass in this process: remember which pod (by uid) the entry is for.
+    pub fn seen(&mut self, uid: Option<String>) {
+        if self.uid.is_none() {
+            self.uid = uid;
+        }
+    }
+
+    /// The workload was created (or found by its slug) for the pod.
+    pub fn created(
+        &mut self,
+        workload_id: String,
+        images: Vec<(String, String)>,
+        instance_name: Option<String>,
+        fast: Duration,
+        now: Instant,
+    ) {
+        self.workload_id = Some(workload_id);
+        self.images = images;
+        self.instance_name = instance_name;
+        self.interval = fast;
+        self.next_poll = now + fast;
+        self.failures = 0;
+        self.transient_reported = false;
+    }
+
+    /// The workload follows the pod's images now (updated, or the update was refused and the
+    /// user told: either way it is not retried until the images change again).
+    pub fn updated(&mut self, images: Vec<(String, String)>, fast: Duration, now: Instant) {
+        self.images = images;
+        self.interval = fast;
+        self.next_poll = now + fast;
+    }
+
+    /// An update the pod asked for will not be made (refused by the policy or StackPath).
+    pub fn update_refused(&mut self, images: Vec<(String, String)>) {
+        self.images = images;
+    }
+
+    /// A settled pod's poll is put off while the rate limit is exhausted.
+    pub fn deferred(&mut self, since: Instant, until: Instant) {
+        self.deferred_since = Some(since);
+        self.next_poll = until;
+    }
+
+    /// StackPath answered a poll: poll again after `wait`, at pace `interval`.
+    pub fn polled(
+        &mut self,
+        interval: Duration,
+        next_poll: Instant,
+        instance_name: Option<String>,
+        has_instance: bool,
+    ) {
+        self.interval = interval;
+        self.next_poll = next_poll;
+        self.failures = 0;
+        self.deferred_since = None;
+        self.has_instance = has_instance;
+        if instance_name.is_some() {
+            self.instance_name = instance_name;
+        }
+    }
+
+    /// A poll failed (StackPath unreachable, …): back off. Returns the wait.
+    pub fn poll_failed(&mut self, now: Instant) -> Duration {
+        let wait = backoff(self.failures);
+        self.failures += 1;
+        self.next_poll = now + wait;
+        wait
+    }
+
+    /// Creating or updating failed for a reason that passes (StackPath or the API server
+    /// unavailable, a daemon error). Returns the wait before the retry and whether this is the
+    /// first failure of the outage (the one worth an Event).
+    pub fn transient_failure(&mut self) -> (Duration, bool) {
+        let wait = backoff(self.failures);
+        let first = !self.transient_reported;
+        self.failures += 1;
+        self.transient_reported = true;
+        (wait, first)
+    }
+
+    /// The pod will not run (failed by the daemon): nothing more to do until it changes.
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// The workload disappeared from StackPath behind the daemon's back.
+    pub fn workload_gone(&mut self) {
+        self.workload_id = None;
+    }
+
+    /// The pod is being deleted and a workload was found for it at StackPath.
+    pub fn found(&mut self, workload_id: Option<String>) {
+        self.workload_id = workload_id;
+    }
+
+    /// The workload's deletion was requested at `now`.
+    pub fn deletion_requested(&mut self, now: Instant) {
+        self.deleting_since = Some(now);
     }
 }
 
@@ -120,10 +283,7 @@ impl Tracker {
         workload_id: String,
         images: Vec<(String, String)>,
     ) {
-        self.with(key, fast, |t| {
-            t.workload_id = Some(workload_id);
-            t.images = images;
-        });
+        self.with(key, fast, |t| t.adopted(workload_id, images));
     }
 
     pub fn len(&self) -> usize {
