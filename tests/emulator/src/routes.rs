@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -43,7 +42,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route(LOGS, get(logs::handler))
         .route(RESTART, post(restart_instance))
         .route(LOCATIONS, get(list_locations))
-        .route(METRICS, get(get_metrics))
+        .route(METRICS, get(metrics::handler))
         .route_layer(from_fn_with_state(app.clone(), auth::require_bearer))
         .route_layer(from_fn_with_state(app.clone(), faults::inject))
         .route_layer(from_fn_with_state(app.clone(), stats::count));
@@ -298,75 +297,4 @@ async fn list_locations(
         .collect();
     let total = items.len();
     Ok(Json(page.render(items, total)))
-}
-
-async fn get_metrics(
-    State(app): State<AppState>,
-    Path(stack_id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    app.check_stack(&stack_id)?;
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let parse_time = |k: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
-        match get(k) {
-            None | Some("") => Ok(None),
-            Some(s) => DateTime::parse_from_rfc3339(s)
-                .map(|d| Some(d.with_timezone(&Utc)))
-                .map_err(|_| ApiError::invalid_field(k, "must be an RFC 3339 date-time")),
-        }
-    };
-    let now = Utc::now();
-    let end = parse_time("end_date")?.unwrap_or(now);
-    let start = parse_time("start_date")?.unwrap_or(end - chrono::Duration::hours(1));
-    if start > end {
-        return Err(ApiError::invalid_field(
-            "start_date",
-            "must not be after end_date",
-        ));
-    }
-    let kind = get("type").unwrap_or("BANDWIDTH");
-    if kind != "INSTANCE" && kind != "BANDWIDTH" {
-        return Err(ApiError::invalid_field(
-            "type",
-            "must be INSTANCE or BANDWIDTH",
-        ));
-    }
-    let step = metrics::step_for(get("granularity").unwrap_or(""))
-        .map_err(|e| ApiError::invalid_field("granularity", e))?;
-    let workload = get("workload_id").filter(|s| !s.is_empty());
-    let instance = get("instance_name").filter(|s| !s.is_empty());
-    let mut picked = Vec::new();
-    {
-        let store = app.lock();
-        if let Some(st) = store.stacks.get(&stack_id) {
-            for (wid, w) in &st.workloads {
-                if workload.is_some_and(|x| x != wid) {
-                    continue;
-                }
-                let mem = w
-                    .body
-                    .pointer("/spec/containers")
-                    .and_then(Value::as_object)
-                    .and_then(|m| m.values().next())
-                    .and_then(|c| c.pointer("/resources/requests/memory"))
-                    .and_then(Value::as_str)
-                    .map(metrics::memory_bytes)
-                    .unwrap_or(2.0 * 1024.0 * 1024.0 * 1024.0);
-                for i in &w.instances {
-                    if instance.is_some_and(|x| x != i.name) {
-                        continue;
-                    }
-                    picked.push((wid.clone(), i.name.clone(), mem));
-                }
-            }
-        }
-    }
-    picked.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let query = metrics::Query {
-        kind: kind.to_string(),
-        start,
-        end,
-        step_secs: step,
-    };
-    Ok(Json(metrics::render(&query, &picked)))
 }
