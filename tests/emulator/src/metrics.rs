@@ -355,14 +355,11 @@ pub(crate) async fn handler(
     {
         let store = app.lock();
         if let Some(st) = store.stacks.get(&stack_id) {
-            let one;
-            let picked: Box<dyn Iterator<Item = _>> = match get("workload_id") {
-                Some(r) => {
-                    one = st.get(r);
-                    Box::new(one.into_iter())
-                }
-                None => Box::new(st.workloads.values()),
-            };
+            let picked: Box<dyn Iterator<Item = &crate::model::WorkloadRec>> =
+                match get("workload_id") {
+                    Some(r) => Box::new(st.get(r).into_iter()),
+                    None => Box::new(st.workloads.values()),
+                };
             for w in picked {
                 let mem = w
                     .body

@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn top_mounts_and_ancestors() {
-        let points: Vec<PathBuf> = ["/", "/proc", "/dev", "/dev/pts", "/etc/hosts", "/run"]
+        let points: Vec<PathBuf> = ["/", "/dev", "/dev/pts", "/etc/hosts", "/proc", "/run"]
             .iter()
             .map(PathBuf::from)
             .collect();

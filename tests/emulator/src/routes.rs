@@ -81,6 +81,9 @@ pub(crate) struct Page {
     pub first: usize,
     pub after: Option<u64>,
     pub filter: Filter,
+    /// `page_request.sort_by`: a field (dotted path) and whether descending. When set, the
+    /// cursors are positions in the sorted list instead of creation sequence numbers.
+    pub sort: Option<(String, bool)>,
 }
 
 impl Page {
@@ -112,11 +115,57 @@ impl Page {
                 .unwrap_or(""),
         )
         .map_err(|e| ApiError::invalid_field("page_request.filter", e))?;
+        let sort = match q.get("page_request.sort_by").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(s) => {
+                let (field, desc) = if let Some(f) = s.strip_prefix('-') {
+                    (f.trim(), true)
+                } else if let Some((f, dir)) = s.split_once(char::is_whitespace) {
+                    match dir.trim().to_ascii_lowercase().as_str() {
+                        "asc" => (f, false),
+                        "desc" => (f, true),
+                        _ => {
+                            return Err(ApiError::invalid_field(
+                                "page_request.sort_by",
+                                format!(
+                                    "cannot read {s:?}; use a field, optionally followed by asc or desc (e.g. \"name desc\")"
+                                ),
+                            ));
+                        }
+                    }
+                } else {
+                    (s, false)
+                };
+                Some((field.to_string(), desc))
+            }
+        };
         Ok(Self {
             first,
             after,
             filter,
+            sort,
         })
+    }
+
+    /// Sorts `items` by the requested field (missing values first, ties in the given order)
+    /// and numbers them by position; without `sort_by` they are numbered as they come.
+    pub(crate) fn sorted(&self, mut items: Vec<Value>) -> Vec<(u64, Value)> {
+        if let Some((field, desc)) = &self.sort {
+            let key = |v: &Value| match crate::filter::lookup(v, field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            items.sort_by(|a, b| {
+                let o = key(a).cmp(&key(b));
+                if *desc { o.reverse() } else { o }
+            });
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(n, v)| (n as u64, v))
+            .collect()
     }
 
     /// `items` are `(cursor, value)` in cursor order, already filtered.
@@ -170,6 +219,16 @@ async fn list_workloads(
             .get(id)
             .filter(|w| page.filter.matches(&w.body))
     };
+    if page.sort.is_some() {
+        let all: Vec<Value> = st
+            .order
+            .values()
+            .filter_map(|id| matches(id).map(|w| app.render_workload(w)))
+            .collect();
+        drop(store);
+        let total = all.len();
+        return Ok(Json(page.render(page.sorted(all), total)));
+    }
     let total = st.order.values().filter(|id| matches(id).is_some()).count();
     let start = page.after.map(|a| a + 1).unwrap_or(0);
     let mut items = Vec::with_capacity(page.first + 1);
@@ -242,13 +301,12 @@ async fn list_instances(
 ) -> Result<Json<Value>, ApiError> {
     app.check_stack(&stack_id)?;
     let page = Page::from_query(&q)?;
-    let items: Vec<(u64, Value)> = app
-        .list_instances(&stack_id, &id)?
-        .into_iter()
-        .filter(|i| page.filter.matches(i))
-        .enumerate()
-        .map(|(n, v)| (n as u64, v))
-        .collect();
+    let items = page.sorted(
+        app.list_instances(&stack_id, &id)?
+            .into_iter()
+            .filter(|i| page.filter.matches(i))
+            .collect(),
+    );
     let total = items.len();
     Ok(Json(page.render(items, total)))
 }
@@ -286,15 +344,14 @@ async fn list_locations(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let page = Page::from_query(&q)?;
-    let items: Vec<(u64, Value)> = app
-        .config
-        .city_codes
-        .iter()
-        .map(|c| locations::location(c))
-        .filter(|l| page.filter.matches(l))
-        .enumerate()
-        .map(|(n, v)| (n as u64, v))
-        .collect();
+    let items = page.sorted(
+        app.config
+            .city_codes
+            .iter()
+            .map(|c| locations::location(c))
+            .filter(|l| page.filter.matches(l))
+            .collect(),
+    );
     let total = items.len();
     Ok(Json(page.render(items, total)))
 }

@@ -102,6 +102,13 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
             Some(m) => {
                 for (cname, c) in m {
                     container(&mut v, "initContainers", cname, c, &claims);
+                    if containers.and_then(|c| c.get(cname)).is_some() {
+                        push(
+                            &mut v,
+                            format!("workload.spec.initContainers.{cname}"),
+                            "an init container cannot have the name of a container",
+                        );
+                    }
                 }
             }
             None => push(&mut v, "workload.spec.initContainers", "must be an object"),
