@@ -113,10 +113,7 @@ impl FaultState {
 
     /// `expires_in` for a token issued now.
     pub(crate) fn token_expires_in(&self) -> Option<u64> {
-        self.settings
-            .lock()
-            .ok()
-            .and_then(|f| f.token_expires_in)
+        self.settings.lock().ok().and_then(|f| f.token_expires_in)
     }
 
     pub(crate) fn fail_new_instances(&self) -> bool {
@@ -150,10 +147,8 @@ fn carries_workload(req: &Request) -> bool {
 /// The 400 that echoes `body` (as text) in its message and details.
 fn echo_error(body: &[u8]) -> Response {
     let text = String::from_utf8_lossy(body).into_owned();
-    let mut e = ApiError::invalid_field(
-        "workload",
-        format!("could not process the request {text}"),
-    );
+    let mut e =
+        ApiError::invalid_field("workload", format!("could not process the request {text}"));
     e.message = format!("invalid request body: {text}");
     e.details.push(serde_json::json!({
         "@type": "stackpath.rpc.RequestInfo",
@@ -169,8 +164,7 @@ const PAD_CHUNK: usize = 64 * 1024;
 async fn pad(resp: Response, total: u64) -> Response {
     let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return ApiError::internal("emulator: could not read the answer to pad it")
-            .into_response();
+        return ApiError::internal("emulator: could not read the answer to pad it").into_response();
     };
     let mut left = total.saturating_sub(bytes.len() as u64);
     let spaces = bytes::Bytes::from(vec![b' '; PAD_CHUNK]);

@@ -148,7 +148,9 @@ fn bracket(inner: &str, at: usize) -> Result<Step, String> {
             .strip_prefix("@.")
             .filter(|f| !f.is_empty() && !f.contains(['.', '[']))
             .ok_or_else(|| {
-                format!("the filter at character {at} must test one field of the item, as @.network")
+                format!(
+                    "the filter at character {at} must test one field of the item, as @.network"
+                )
             })?;
         let rhs = rhs.trim();
         let value = unquote(rhs).unwrap_or_else(|| rhs.to_string());
@@ -172,7 +174,9 @@ fn bracket(inner: &str, at: usize) -> Result<Step, String> {
         ));
     }
     inner.parse::<usize>().map(Step::Index).map_err(|_| {
-        format!("cannot read '[{inner}]' at character {at}; use [n], ['key'] or [?(@.field==\"value\")]")
+        format!(
+            "cannot read '[{inner}]' at character {at}; use [n], ['key'] or [?(@.field==\"value\")]"
+        )
     })
 }
 
@@ -195,7 +199,12 @@ fn properties(spec: &Value, s: &Value) -> Map<String, Value> {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    for part in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+    for part in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         m.extend(properties(spec, part));
     }
     m
@@ -213,7 +222,11 @@ fn describe(steps: &[Step]) -> String {
             Step::Filter { field, .. } => s.push_str(&format!("[?(@.{field}…)]")),
         }
     }
-    if s.is_empty() { "the instance".into() } else { s }
+    if s.is_empty() {
+        "the instance".into()
+    } else {
+        s
+    }
 }
 
 /// Checks that every step names a field of the spec's instance model.
@@ -357,12 +370,22 @@ mod tests {
             (".location.cityCode", "DFW"),
             (".ipAddress", "10.128.0.2"),
             (".containers[0].image", "img-a"),
-            (".networkInterfaces[?(@.network==\"default\")].gateway", "10.128.0.1"),
-            (".metadata.labels['workload\\.platform\\.stackpath\\.net/workload-slug']", "w"),
+            (
+                ".networkInterfaces[?(@.network==\"default\")].gateway",
+                "10.128.0.1",
+            ),
+            (
+                ".metadata.labels['workload\\.platform\\.stackpath\\.net/workload-slug']",
+                "w",
+            ),
         ] {
             let steps = parse(path).unwrap_or_else(|e| panic!("{path}: {e}"));
             check(&steps).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert_eq!(resolve(&inst, &steps).map(env_text).as_deref(), Some(want), "{path}");
+            assert_eq!(
+                resolve(&inst, &steps).map(env_text).as_deref(),
+                Some(want),
+                "{path}"
+            );
         }
     }
 
@@ -373,8 +396,17 @@ mod tests {
         assert!(check(&parse(".location.nope").unwrap()).is_err());
         assert!(check(&parse(".name.first").unwrap()).is_err());
         assert!(check(&parse(".ipAddress[0]").unwrap()).is_err());
-        for bad in ["..name", ".networkInterfaces[0,1]", ".networkInterfaces[0:2]",
-                    ".networkInterfaces[-1]", ".networkInterfaces[*]", "name", "", ".a[", ".networkInterfaces[?(@.network)]"] {
+        for bad in [
+            "..name",
+            ".networkInterfaces[0,1]",
+            ".networkInterfaces[0:2]",
+            ".networkInterfaces[-1]",
+            ".networkInterfaces[*]",
+            "name",
+            "",
+            ".a[",
+            ".networkInterfaces[?(@.network)]",
+        ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
     }

@@ -310,7 +310,10 @@ pub(crate) fn parse_query(q: &[(String, String)], now: DateTime<Utc>) -> Result<
             if !LABELS.contains(a) {
                 return Err(ApiError::invalid_field(
                     "grouping",
-                    format!("cannot group by {a:?}; the labels are {}", LABELS.join(", ")),
+                    format!(
+                        "cannot group by {a:?}; the labels are {}",
+                        LABELS.join(", ")
+                    ),
                 ));
             }
         }
@@ -390,11 +393,7 @@ pub(crate) async fn handler(
     }
     subjects.sort_by(|a, b| (&a.workload_id, &a.instance).cmp(&(&b.workload_id, &b.instance)));
     let body = render(&query, &subjects);
-    Ok((
-        [(http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]

@@ -139,11 +139,7 @@ fn top_mounts_under(points: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
         .collect();
     inside
         .iter()
-        .filter(|m| {
-            !inside
-                .iter()
-                .any(|o| o != *m && m.starts_with(o.as_path()))
-        })
+        .filter(|m| !inside.iter().any(|o| o != *m && m.starts_with(o.as_path())))
         .map(|m| (*m).clone())
         .collect()
 }
@@ -191,11 +187,7 @@ impl Plan {
     ) -> std::io::Result<Plan> {
         let points = mount_points();
         let root = scratch.join("root");
-        let mut ops = vec![
-            Op::Unshare,
-            Op::MakePrivate,
-            Op::Tmpfs(cstr(scratch)?),
-        ];
+        let mut ops = vec![Op::Unshare, Op::MakePrivate, Op::Tmpfs(cstr(scratch)?)];
         let mut desc = vec![format!(
             "new mount namespace; tmpfs on {}; overlay of / on {}",
             scratch.display(),
@@ -248,10 +240,8 @@ impl Plan {
         }
         // Mount paths to be created on another filesystem (a tmpfs /run, say) get an overlay
         // of their own, so that the directories land in scratch space there too.
-        let mut targets: Vec<(PathBuf, &Mount)> = mounts
-            .iter()
-            .map(|m| (normalize(&m.target), m))
-            .collect();
+        let mut targets: Vec<(PathBuf, &Mount)> =
+            mounts.iter().map(|m| (normalize(&m.target), m)).collect();
         targets.sort_by_key(|(t, _)| t.components().count());
         let mut overlaid: Vec<PathBuf> = Vec::new();
         for (t, _) in &targets {
@@ -259,7 +249,9 @@ impl Plan {
             if tail.as_os_str().is_empty() {
                 continue;
             }
-            let fs = mount_of(&points, &anc).cloned().unwrap_or_else(|| "/".into());
+            let fs = mount_of(&points, &anc)
+                .cloned()
+                .unwrap_or_else(|| "/".into());
             if fs.as_path() == Path::new("/") || overlaid.contains(&anc) {
                 continue;
             }
@@ -367,7 +359,8 @@ impl Plan {
                         optional,
                     } => {
                         let flags = libc::MS_BIND | if *recursive { libc::MS_REC } else { 0 };
-                        let r = libc::mount(source.as_ptr(), target.as_ptr(), null(), flags, null());
+                        let r =
+                            libc::mount(source.as_ptr(), target.as_ptr(), null(), flags, null());
                         if r != 0 && !optional {
                             return Err(std::io::Error::last_os_error());
                         }

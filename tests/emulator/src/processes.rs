@@ -154,9 +154,9 @@ pub(crate) fn container_env(
             if let Some(r) = v.pointer("/valueFrom/instanceFieldRef") {
                 let path = r.get("fieldPath").and_then(Value::as_str).unwrap_or("");
                 let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                let value = field_ref::parse(path)
-                    .ok()
-                    .and_then(|steps| field_ref::resolve(instance, &steps).map(field_ref::env_text));
+                let value = field_ref::parse(path).ok().and_then(|steps| {
+                    field_ref::resolve(instance, &steps).map(field_ref::env_text)
+                });
                 match value {
                     Some(val) => env.push((k.clone(), val)),
                     None if optional => notes.push(format!(
@@ -393,7 +393,15 @@ async fn run_instance(shared: Arc<Shared>, cx: Ctx) {
             let Some(spec) = cur.init.iter().find(|(n, _)| n == name).map(|(_, s)| s) else {
                 return;
             };
-            let run = run_once(&shared, &cx, Role::Init, name, spec, &cur.instance, restarts);
+            let run = run_once(
+                &shared,
+                &cx,
+                Role::Init,
+                name,
+                spec,
+                &cur.instance,
+                restarts,
+            );
             match run.await {
                 Outcome::Exited { code: 0, .. } | Outcome::Idle => break,
                 Outcome::Exited {
@@ -425,8 +433,16 @@ async fn run_instance(shared: Arc<Shared>, cx: Ctx) {
                 let Some(spec) = cur.main.iter().find(|(n, _)| *n == name).map(|(_, s)| s) else {
                     return;
                 };
-                match run_once(&shared, &cx, Role::Main, &name, spec, &cur.instance, restarts)
-                    .await
+                match run_once(
+                    &shared,
+                    &cx,
+                    Role::Main,
+                    &name,
+                    spec,
+                    &cur.instance,
+                    restarts,
+                )
+                .await
                 {
                     Outcome::Exited {
                         backoff_until: Some(until),
@@ -645,9 +661,9 @@ fn spawn_container(
                 126
             };
             let why = match scratch {
-                Some((_, steps)) => format!(
-                    "cannot start {prog:?} with its volumes mounted ({steps}): {e}"
-                ),
+                Some((_, steps)) => {
+                    format!("cannot start {prog:?} with its volumes mounted ({steps}): {e}")
+                }
                 None => format!("cannot start {prog:?}: {e}"),
             };
             fail(code, why)

@@ -340,7 +340,11 @@ fn value_from(v: &mut Vec<Violation>, f: &str, env: &Value, from: &Value) {
         return;
     }
     if let Err(e) = field_ref::parse(path).and_then(|steps| field_ref::check(&steps)) {
-        push(v, field, format!("invalid instance field path {path:?}: {e}"));
+        push(
+            v,
+            field,
+            format!("invalid instance field path {path:?}: {e}"),
+        );
     }
 }
 

@@ -427,15 +427,22 @@ async fn exec_sees_the_containers_volume_mounts() {
         serde_json::json!([{"slug": "data", "mountPath": mount}]);
     let (s, w) = api.create(&body).await;
     assert_eq!(s, 200, "{w}");
-    api.wait_phase(w["workload"]["id"].as_str().unwrap(), INSTANCE, "RUNNING", 10)
-        .await;
+    api.wait_phase(
+        w["workload"]["id"].as_str().unwrap(),
+        INSTANCE,
+        "RUNNING",
+        10,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, out, err) = ssh(
         &emu,
         dir.path(),
         "emulator-secret",
         &user(),
-        &[&format!("cat {mount}/note; echo from-exec > {mount}/back; pwd")],
+        &[&format!(
+            "cat {mount}/note; echo from-exec > {mount}/back; pwd"
+        )],
         b"",
     )
     .await;

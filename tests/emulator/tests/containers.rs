@@ -168,7 +168,13 @@ async fn create(api: &Api, body: &Value) -> String {
 }
 
 /// Polls the instance until `pred` holds for it.
-async fn wait_for(api: &Api, id: &str, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(
+    api: &Api,
+    id: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     for _ in 0..200 {
         let i = api.instance(id, name).await;
         if pred(&i) {
@@ -185,7 +191,10 @@ async fn failed_containers_restart_with_back_off_and_report_their_exit() {
     let api = Api::new(&emu).await;
     let id = create(
         &api,
-        &workload("crashy", container(Some(vec!["sh", "-c", "echo run; exit 3"]))),
+        &workload(
+            "crashy",
+            container(Some(vec!["sh", "-c", "echo run; exit 3"])),
+        ),
     )
     .await;
     let name = "crashy-city-code-dfw-0";
@@ -228,9 +237,14 @@ async fn completed_containers_stay_completed_unless_the_policy_is_always() {
     let emu = start(fast_restarts()).await;
     let api = Api::new(&emu).await;
     let id = create(&api, &workload("done", container(Some(vec!["true"])))).await;
-    let i = api.wait_phase(&id, "done-city-code-dfw-0", "COMPLETED", 10).await;
+    let i = api
+        .wait_phase(&id, "done-city-code-dfw-0", "COMPLETED", 10)
+        .await;
     assert_eq!(i["containerStatuses"][0]["restartCount"], 0);
-    assert_eq!(i["containerStatuses"][0]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        i["containerStatuses"][0]["terminated"]["reason"],
+        "Completed"
+    );
     emu.shutdown().await;
 
     let emu = start(EmulatorConfig {
@@ -268,8 +282,7 @@ async fn instance_field_refs_resolve_into_the_env_and_unknown_paths_are_400s() {
     c["env"]["SLUG"] =
         env_ref(".metadata.labels['workload\\.platform\\.stackpath\\.net/workload-slug']");
     c["env"]["IMAGE"] = env_ref(".containers[0].image");
-    c["env"]["OPT"] =
-        json!({"valueFrom": {"instanceFieldRef": {"fieldPath": ".externalIpv6Address", "optional": true}}});
+    c["env"]["OPT"] = json!({"valueFrom": {"instanceFieldRef": {"fieldPath": ".externalIpv6Address", "optional": true}}});
     let id = create(&api, &workload("refs", c.clone())).await;
     let name = "refs-city-code-dfw-0";
     let i = api.wait_phase(&id, name, "RUNNING", 10).await;
@@ -291,7 +304,12 @@ async fn instance_field_refs_resolve_into_the_env_and_unknown_paths_are_400s() {
     );
 
     // Unknown fields and forbidden forms: 400 naming the env var's field path.
-    for bad in [".ipAdress", ".location.town", "..name", ".networkInterfaces[0:1].gateway"] {
+    for bad in [
+        ".ipAdress",
+        ".location.town",
+        "..name",
+        ".networkInterfaces[0:1].gateway",
+    ] {
         let mut c2 = c.clone();
         c2["env"]["BAD"] = env_ref(bad);
         let (s, v) = api.create(&workload("refs-bad", c2)).await;
@@ -303,7 +321,8 @@ async fn instance_field_refs_resolve_into_the_env_and_unknown_paths_are_400s() {
         );
     }
     let mut c3 = c.clone();
-    c3["env"]["BOTH"] = json!({"value": "x", "valueFrom": {"instanceFieldRef": {"fieldPath": ".name"}}});
+    c3["env"]["BOTH"] =
+        json!({"value": "x", "valueFrom": {"instanceFieldRef": {"fieldPath": ".name"}}});
     let (s, _) = api.create(&workload("refs-both", c3)).await;
     assert_eq!(s, 400);
     emu.shutdown().await;
@@ -342,11 +361,15 @@ async fn volume_claims_are_shared_directories_at_their_mount_paths() {
         "-c",
         &format!("ls {conf}; echo side >> {data}/order; sleep 0.6; cat {data}/order; sleep 3600"),
     ]));
-    side["volumeMounts"] = json!([{"slug": "conf", "mountPath": conf}, {"slug": "data", "mountPath": data}]);
+    side["volumeMounts"] =
+        json!([{"slug": "conf", "mountPath": conf}, {"slug": "data", "mountPath": data}]);
     spec["containers"]["side"] = side;
     // Init containers run in order, to completion, before the containers.
     for (n, script) in [
-        ("a-first", format!("echo 'server_name edge;' > {conf}/site.conf; echo a >> {data}/order")),
+        (
+            "a-first",
+            format!("echo 'server_name edge;' > {conf}/site.conf; echo a >> {data}/order"),
+        ),
         ("b-second", format!("sleep 0.3; echo b >> {data}/order")),
     ] {
         let mut c = container(Some(vec!["sh", "-c", &script]));
@@ -366,7 +389,10 @@ async fn volume_claims_are_shared_directories_at_their_mount_paths() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(logs, "server_name edge;\n", "the init container's file, seen by app");
+    assert_eq!(
+        logs, "server_name edge;\n",
+        "the init container's file, seen by app"
+    );
     // The order file: both init containers, in order, then the two containers.
     let mut side_logs = String::new();
     for _ in 0..100 {
@@ -381,7 +407,10 @@ async fn volume_claims_are_shared_directories_at_their_mount_paths() {
     let mut rest = lines[3..].to_vec();
     rest.sort_unstable();
     assert_eq!(rest, ["main", "side"], "{side_logs}");
-    assert!(absent(&conf) && absent(&data), "nothing was created on this machine");
+    assert!(
+        absent(&conf) && absent(&data),
+        "nothing was created on this machine"
+    );
     // Another workload has its own claims: its /data starts empty.
     let mut reader = workload(
         "vols-reader",
@@ -404,8 +433,11 @@ async fn volume_claims_are_shared_directories_at_their_mount_paths() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(other, "end
-");
+    assert_eq!(
+        other,
+        "end
+"
+    );
     emu.shutdown().await;
     assert!(absent(&conf) && absent(&data));
 }
@@ -416,7 +448,10 @@ async fn volume_mounts_must_name_a_claim_and_an_absolute_path() {
     let api = Api::new(&emu).await;
     for (mount, field) in [
         (json!({"slug": "nope", "mountPath": "/x"}), "slug"),
-        (json!({"slug": "data", "mountPath": "relative"}), "mountPath"),
+        (
+            json!({"slug": "data", "mountPath": "relative"}),
+            "mountPath",
+        ),
         (json!({"slug": "data", "mountPath": "/a/../b"}), "mountPath"),
     ] {
         let mut body = workload("badmount", container(None));

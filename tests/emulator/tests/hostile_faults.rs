@@ -94,7 +94,10 @@ async fn retry_after_of_any_size_or_form() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(
-        v["message"].as_str().unwrap().contains("retry_after_header"),
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry_after_header"),
         "{v}"
     );
     emu.shutdown().await;
@@ -203,7 +206,10 @@ async fn hung_requests_are_never_answered_nor_carried_out() {
     emu.set_faults(Faults::default());
     let (s, v) = api.get("/workloads").await;
     assert_eq!(s, 200);
-    assert_eq!(v["pageInfo"]["totalCount"], "0", "the hung create did not run");
+    assert_eq!(
+        v["pageInfo"]["totalCount"], "0",
+        "the hung create did not run"
+    );
     // The stats saw the call.
     assert_eq!(
         emu.stats()["routes"]["POST /workload/v1/stacks/{stack_id}/workloads"],

@@ -141,7 +141,11 @@ async fn writes_by_slug_act_on_the_same_workload() {
     assert_eq!(put["workload"]["metadata"]["version"], "4");
     body["workload"].as_object_mut().unwrap().remove("id");
     let (s, put) = api
-        .call(Method::PUT, &api.url(&format!("/workloads/{id}")), Some(&body))
+        .call(
+            Method::PUT,
+            &api.url(&format!("/workloads/{id}")),
+            Some(&body),
+        )
         .await;
     assert_eq!(s, 200, "{put}");
     assert_eq!(put["workload"]["metadata"]["version"], "5");
@@ -177,7 +181,11 @@ async fn writes_by_slug_act_on_the_same_workload() {
 
     // DELETE by slug: the workload (read by id) is deleting, then gone.
     let (s, _) = api
-        .call(Method::DELETE, &api.url(&format!("/workloads/{SLUG}")), None)
+        .call(
+            Method::DELETE,
+            &api.url(&format!("/workloads/{SLUG}")),
+            None,
+        )
         .await;
     assert_eq!(s, 204);
     assert_eq!(api.instance(&id, INSTANCE).await["phase"], "DELETING");
