@@ -131,7 +131,10 @@ pub(crate) async fn token(
     Json(json!({
         "access_token": token,
         "token_type": "bearer",
-        "expires_in": app.config.token_lifetime.as_secs(),
+        "expires_in": app
+            .faults
+            .token_expires_in()
+            .unwrap_or(app.config.token_lifetime.as_secs()),
     }))
     .into_response()
 }

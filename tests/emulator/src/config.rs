@@ -27,6 +27,35 @@ impl Default for InstanceDelays {
     }
 }
 
+/// What happens when a container's process exits (`run_containers`). StackPath's spec has no
+/// restart policy; the default is what it most plausibly does (see the README): a container
+/// that fails is restarted with back-off, one that completes stays completed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContainerRestart {
+    /// Restart after every exit (a Kubernetes `restartPolicy: Always`); the instance never
+    /// becomes COMPLETED.
+    Always,
+    /// Restart after a non-zero exit; an exit 0 is final (COMPLETED once all containers are).
+    #[default]
+    OnFailure,
+    /// Never restart: a non-zero exit makes the instance FAILED (the emulator's old behaviour).
+    Never,
+}
+
+impl std::str::FromStr for ContainerRestart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "always" => Ok(Self::Always),
+            "on-failure" | "onfailure" => Ok(Self::OnFailure),
+            "never" => Ok(Self::Never),
+            _ => Err(format!(
+                "unknown container restart policy {s:?}; use always, on-failure or never"
+            )),
+        }
+    }
+}
+
 /// Everything the emulator can be told. `Default` gives a small, fast setup for tests.
 #[derive(Clone)]
 pub struct EmulatorConfig {
@@ -51,6 +80,13 @@ pub struct EmulatorConfig {
     pub token_lifetime: Duration,
     /// Run container commands as local processes (see the crate docs on trust).
     pub run_containers: bool,
+    /// What happens when a container's process exits (`run_containers` only).
+    pub container_restart: ContainerRestart,
+    /// Delay before the first restart of an exited container; it doubles with every restart
+    /// (as kubelet's CrashLoopBackOff), up to `restart_backoff_max`.
+    pub restart_backoff: Duration,
+    /// The longest delay between restarts.
+    pub restart_backoff_max: Duration,
     /// Phase timings.
     pub delays: InstanceDelays,
     /// Initial fault settings (changeable at run time via `/_emulator/faults`).
@@ -80,6 +116,9 @@ impl Default for EmulatorConfig {
             ca_out: None,
             token_lifetime: Duration::from_secs(3600),
             run_containers: false,
+            container_restart: ContainerRestart::default(),
+            restart_backoff: Duration::from_secs(10),
+            restart_backoff_max: Duration::from_secs(300),
             delays: InstanceDelays::default(),
             faults: Faults::default(),
             state_file: None,
@@ -103,6 +142,9 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("ca_out", &self.ca_out)
             .field("token_lifetime", &self.token_lifetime)
             .field("run_containers", &self.run_containers)
+            .field("container_restart", &self.container_restart)
+            .field("restart_backoff", &self.restart_backoff)
+            .field("restart_backoff_max", &self.restart_backoff_max)
             .field("delays", &self.delays)
             .field("faults", &self.faults)
             .field("state_file", &self.state_file)
@@ -135,6 +177,9 @@ impl EmulatorConfig {
         }
         if self.token_lifetime.is_zero() {
             return bad("token lifetime must be positive");
+        }
+        if self.restart_backoff > self.restart_backoff_max {
+            return bad("the restart back-off must not exceed its maximum");
         }
         if self.log_line_interval.is_zero() {
             return bad("log line interval must be positive");

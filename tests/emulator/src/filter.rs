@@ -104,7 +104,7 @@ fn split_and(s: &str) -> Vec<String> {
     parts
 }
 
-fn lookup<'a>(w: &'a Value, field: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(w: &'a Value, field: &str) -> Option<&'a Value> {
     for map in ["metadata.labels.", "metadata.annotations."] {
         if let Some(key) = field.strip_prefix(map) {
             let m = &map[..map.len() - 1];

@@ -263,7 +263,7 @@ pub(crate) async fn handler(
         let w = store
             .stacks
             .get(&stack_id)
-            .and_then(|s| s.workloads.get(&id))
+            .and_then(|s| s.get(&id))
             .ok_or_else(|| workload_not_found(&stack_id, &id))?;
         let i = w
             .instances

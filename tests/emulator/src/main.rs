@@ -59,6 +59,17 @@ struct Args {
     /// Run each container's command as a local process (trust: it runs pod commands here).
     #[arg(long)]
     run_containers: bool,
+    /// What happens when a container's process exits: always, on-failure (restart after a
+    /// non-zero exit) or never.
+    #[arg(long, default_value = "on-failure")]
+    container_restart: stackpath_emulator::ContainerRestart,
+    /// Delay before the first restart of an exited container, in milliseconds (doubles per
+    /// restart).
+    #[arg(long, default_value_t = 10_000)]
+    restart_backoff_ms: u64,
+    /// The longest delay between restarts, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    restart_backoff_max_ms: u64,
     /// SCHEDULING → STARTING delay in milliseconds.
     #[arg(long, default_value_t = 200)]
     scheduling_ms: u64,
@@ -80,15 +91,30 @@ struct Args {
     /// The first N API calls answer 429.
     #[arg(long, default_value_t = 0)]
     rate_limit_burst: u32,
-    /// Retry-After seconds sent with 429.
+    /// Retry-After seconds sent with 429 (any u64).
     #[arg(long, default_value_t = 1)]
     retry_after_seconds: u64,
+    /// Send this verbatim as the 429's Retry-After header instead (e.g. an HTTP-date, or garbage).
+    #[arg(long)]
+    retry_after_header: Option<String>,
     /// Milliseconds added to every API call.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
     /// Fraction of API calls carried out whose connection is then dropped unanswered.
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
+    /// Fraction of API calls accepted and never answered (not carried out).
+    #[arg(long, default_value_t = 0.0)]
+    hang_rate: f64,
+    /// Creates/PUTs/PATCHes answer 400 echoing the request body in message and details.
+    #[arg(long)]
+    echo_request_in_errors: bool,
+    /// Pad successful JSON answers with whitespace to at least this many bytes (0: off).
+    #[arg(long, default_value_t = 0)]
+    oversize_body_bytes: u64,
+    /// expires_in sent with issued tokens instead of --token-lifetime (any u64).
+    #[arg(long)]
+    token_expires_in: Option<u64>,
     /// New and restarted instances go FAILED.
     #[arg(long)]
     fail_new_instances: bool,
@@ -121,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
         ca_out: a.ca_out,
         token_lifetime: Duration::from_secs(a.token_lifetime),
         run_containers: a.run_containers,
+        container_restart: a.container_restart,
+        restart_backoff: Duration::from_millis(a.restart_backoff_ms),
+        restart_backoff_max: Duration::from_millis(a.restart_backoff_max_ms),
         delays: InstanceDelays {
             scheduling: Duration::from_millis(a.scheduling_ms),
             starting: Duration::from_millis(a.starting_ms),
@@ -130,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
             error_rate: a.error_rate,
             rate_limit_burst: a.rate_limit_burst,
             retry_after_seconds: a.retry_after_seconds,
+            retry_after_header: a.retry_after_header,
+            hang_rate: a.hang_rate,
+            echo_request_in_errors: a.echo_request_in_errors,
+            oversize_body_bytes: a.oversize_body_bytes,
+            token_expires_in: a.token_expires_in,
             latency_ms: a.latency_ms,
             drop_rate: a.drop_rate,
             fail_new_instances: a.fail_new_instances,

@@ -22,12 +22,41 @@ pub(crate) struct WorkloadRec {
     pub instances: Vec<InstanceRec>,
 }
 
-/// What a container process did (only with `run_containers`).
+impl WorkloadRec {
+    /// The server-assigned id (the store's key).
+    pub(crate) fn id(&self) -> String {
+        self.body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// What a container process did (only with `run_containers`): its current or last run.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub(crate) struct ContainerRun {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
+    /// Restarts after exits in this generation (the instance's own restarts come on top).
+    #[serde(default)]
+    pub restarts: u32,
+    /// Exited and to be started again at this time (CrashLoopBackOff).
+    #[serde(default)]
+    pub backoff_until: Option<DateTime<Utc>>,
+    /// Why it terminated (`Completed`, `Error`, `StartError`) and the details.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ContainerRun {
+    /// Exited for good (not running, not waiting to restart).
+    pub(crate) fn is_done(&self) -> bool {
+        self.exit_code.is_some() && self.backoff_until.is_none()
+    }
 }
 
 /// An injected failure.
@@ -56,6 +85,9 @@ pub(crate) struct InstanceRec {
     /// Keyed by container name; filled in by the process runner.
     #[serde(default)]
     pub runs: BTreeMap<String, ContainerRun>,
+    /// The same for init containers.
+    #[serde(default)]
+    pub init_runs: BTreeMap<String, ContainerRun>,
 }
 
 /// Phase timing of one generation.
@@ -85,6 +117,9 @@ pub(crate) struct RenderCtx<'a> {
     pub stack_id: &'a str,
 }
 
+/// A label StackPath puts on instances (the spec's `instanceFieldRef` example reads it).
+pub(crate) const WORKLOAD_SLUG_LABEL: &str = "workload.platform.stackpath.net/workload-slug";
+
 /// Instance phase at `now` plus per-container phases.
 pub(crate) fn instance_phase(w: &WorkloadRec, i: &InstanceRec, cx: &RenderCtx) -> &'static str {
     if w.delete_requested_at.is_some() {
@@ -102,6 +137,16 @@ pub(crate) fn instance_phase(w: &WorkloadRec, i: &InstanceRec, cx: &RenderCtx) -
     if !cx.run_containers {
         return "RUNNING";
     }
+    // Init containers first: one that failed for good fails the instance; until all have
+    // completed, the instance is starting.
+    let inits = container_names(&w.body, "initContainers");
+    for n in &inits {
+        match i.init_runs.get(n) {
+            Some(r) if r.is_done() && r.exit_code != Some(0) => return "FAILED",
+            Some(r) if r.is_done() => {}
+            _ => return "STARTING",
+        }
+    }
     let names = container_names(&w.body, "containers");
     let runs: Vec<Option<&ContainerRun>> = names.iter().map(|n| i.runs.get(n)).collect();
     if runs
@@ -110,10 +155,7 @@ pub(crate) fn instance_phase(w: &WorkloadRec, i: &InstanceRec, cx: &RenderCtx) -
     {
         return "STARTING";
     }
-    if runs
-        .iter()
-        .any(|r| r.is_some_and(|r| r.exit_code.is_none()))
-    {
+    if runs.iter().any(|r| r.is_some_and(|r| !r.is_done())) {
         return "RUNNING";
     }
     if runs
@@ -133,10 +175,14 @@ fn container_status(
     cx: &RenderCtx,
     phase: &str,
 ) -> Value {
-    let container_id = format!("containerd://{}-{}-g{}", i.id, name, i.generation);
+    let restarts = i.runs.get(name).map_or(0, |r| r.restarts);
+    let container_id = format!(
+        "containerd://{}-{}-g{}-r{}",
+        i.id, name, i.generation, restarts
+    );
     let mut s = Map::new();
     s.insert("name".into(), json!(name));
-    s.insert("restartCount".into(), json!(i.restart_count));
+    s.insert("restartCount".into(), json!(i.restart_count + restarts));
     s.insert("containerId".into(), json!(container_id));
     let started = running_at(i, cx.delays);
     let waiting = |reason: &str, message: &str| json!({"reason": reason, "message": message});
@@ -156,7 +202,7 @@ fn container_status(
     match phase {
         "SCHEDULING" | "STARTING" if cx.run_containers || cx.now < started => {
             if let Some(run) = i.runs.get(name).filter(|r| r.started_at.is_some()) {
-                return run_status(s, run);
+                return run_status(s, name, run);
             }
             s.insert("phase".into(), json!("STARTING"));
             s.insert("ready".into(), json!(false));
@@ -181,7 +227,7 @@ fn container_status(
             if cx.run_containers
                 && let Some(run) = i.runs.get(name)
             {
-                return run_status(s, run);
+                return run_status(s, name, run);
             }
             s.insert("phase".into(), json!("RUNNING"));
             s.insert("ready".into(), json!(true));
@@ -192,27 +238,43 @@ fn container_status(
     Value::Object(s)
 }
 
-fn run_status(mut s: Map<String, Value>, run: &ContainerRun) -> Value {
+/// A container run's status: running; or terminated (exit code, reason, start and finish
+/// times), and while it waits for its restart also `waiting: CrashLoopBackOff` (kubelet's
+/// precedence running > waiting > terminated still shows the back-off; the exit stays readable).
+fn run_status(mut s: Map<String, Value>, name: &str, run: &ContainerRun) -> Value {
     let started = run.started_at.map(ts);
     match (run.exit_code, run.finished_at) {
         (Some(code), Some(fin)) => {
-            let (phase, reason) = if code == 0 {
+            let (phase, default_reason) = if code == 0 {
                 ("STOPPED", "Completed")
             } else {
                 ("FAILED", "Error")
             };
+            let reason = run.reason.as_deref().unwrap_or(default_reason);
+            let message = run
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("the process exited with code {code}"));
             s.insert("phase".into(), json!(phase));
             s.insert("ready".into(), json!(false));
             if let Some(st) = &started {
                 s.insert("startedAt".into(), json!(st));
             }
             s.insert("finishedAt".into(), json!(ts(fin)));
-            s.insert(
-                "terminated".into(),
-                json!({"exitCode": code, "reason": reason,
-                       "message": format!("the process exited with code {code}"),
-                       "startedAt": started, "finishedAt": ts(fin)}),
-            );
+            let mut t = json!({"exitCode": code, "reason": reason, "message": message,
+                               "finishedAt": ts(fin)});
+            if let Some(st) = &started {
+                t["startedAt"] = json!(st);
+            }
+            s.insert("terminated".into(), t);
+            if let Some(until) = run.backoff_until {
+                let secs = (until - fin).num_milliseconds().max(0) as f64 / 1000.0;
+                s.insert(
+                    "waiting".into(),
+                    json!({"reason": "CrashLoopBackOff",
+                           "message": format!("back-off {secs}s restarting exited container {name:?} (exit code {code})")}),
+                );
+            }
         }
         _ => {
             s.insert("phase".into(), json!("RUNNING"));
@@ -227,6 +289,38 @@ fn run_status(mut s: Map<String, Value>, run: &ContainerRun) -> Value {
 }
 
 fn init_status(name: &str, i: &InstanceRec, cx: &RenderCtx) -> Value {
+    if cx.run_containers {
+        let restarts = i.init_runs.get(name).map_or(0, |r| r.restarts);
+        let mut s = Map::new();
+        s.insert("name".into(), json!(name));
+        s.insert("restartCount".into(), json!(restarts));
+        s.insert(
+            "containerId".into(),
+            json!(format!(
+                "containerd://{}-{}-g{}-r{}",
+                i.id, name, i.generation, restarts
+            )),
+        );
+        return match i.init_runs.get(name).filter(|r| r.started_at.is_some()) {
+            Some(run) => {
+                let mut v = run_status(s, name, run);
+                if v["phase"] == "RUNNING" {
+                    // An init container is never "ready": it runs to completion.
+                    v["ready"] = json!(false);
+                }
+                v
+            }
+            None => {
+                s.insert("phase".into(), json!("STARTING"));
+                s.insert("ready".into(), json!(false));
+                s.insert(
+                    "waiting".into(),
+                    json!({"reason": "PodInitializing", "message": "waiting for the init containers before it"}),
+                );
+                Value::Object(s)
+            }
+        };
+    }
     let at = starting_at(i, cx.delays);
     if cx.now < running_at(i, cx.delays) {
         return json!({"name": name, "phase": "STARTING", "ready": false, "restartCount": 0,
@@ -277,7 +371,7 @@ pub(crate) fn render_instance(
     o.insert("name".into(), json!(i.name));
     o.insert(
         "metadata".into(),
-        json!({"labels": w.body.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+        json!({"labels": instance_labels(w),
                "annotations": w.body.pointer("/metadata/annotations").cloned().unwrap_or(json!({})),
                "createdAt": ts(i.created_at), "updatedAt": ts(i.generation_started),
                "version": version}),
@@ -344,6 +438,18 @@ pub(crate) fn render_instance(
         o.insert("message".into(), json!(message));
     }
     Value::Object(o)
+}
+
+/// The workload's labels plus StackPath's own on the instance.
+fn instance_labels(w: &WorkloadRec) -> Value {
+    let mut labels = w
+        .body
+        .pointer("/metadata/labels")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or(json!({}));
+    labels[WORKLOAD_SLUG_LABEL] = w.body.get("slug").cloned().unwrap_or(json!(""));
+    labels
 }
 
 fn gateway(ip: &str) -> String {

@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -43,7 +42,7 @@ pub(crate) fn router(app: AppState) -> Router {
         .route(LOGS, get(logs::handler))
         .route(RESTART, post(restart_instance))
         .route(LOCATIONS, get(list_locations))
-        .route(METRICS, get(get_metrics))
+        .route(METRICS, get(metrics::handler))
         .route_layer(from_fn_with_state(app.clone(), auth::require_bearer))
         .route_layer(from_fn_with_state(app.clone(), faults::inject))
         .route_layer(from_fn_with_state(app.clone(), stats::count));
@@ -82,6 +81,9 @@ pub(crate) struct Page {
     pub first: usize,
     pub after: Option<u64>,
     pub filter: Filter,
+    /// `page_request.sort_by`: a field (dotted path) and whether descending. When set, the
+    /// cursors are positions in the sorted list instead of creation sequence numbers.
+    pub sort: Option<(String, bool)>,
 }
 
 impl Page {
@@ -113,11 +115,57 @@ impl Page {
                 .unwrap_or(""),
         )
         .map_err(|e| ApiError::invalid_field("page_request.filter", e))?;
+        let sort = match q.get("page_request.sort_by").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some(s) => {
+                let (field, desc) = if let Some(f) = s.strip_prefix('-') {
+                    (f.trim(), true)
+                } else if let Some((f, dir)) = s.split_once(char::is_whitespace) {
+                    match dir.trim().to_ascii_lowercase().as_str() {
+                        "asc" => (f, false),
+                        "desc" => (f, true),
+                        _ => {
+                            return Err(ApiError::invalid_field(
+                                "page_request.sort_by",
+                                format!(
+                                    "cannot read {s:?}; use a field, optionally followed by asc or desc (e.g. \"name desc\")"
+                                ),
+                            ));
+                        }
+                    }
+                } else {
+                    (s, false)
+                };
+                Some((field.to_string(), desc))
+            }
+        };
         Ok(Self {
             first,
             after,
             filter,
+            sort,
         })
+    }
+
+    /// Sorts `items` by the requested field (missing values first, ties in the given order)
+    /// and numbers them by position; without `sort_by` they are numbered as they come.
+    pub(crate) fn sorted(&self, mut items: Vec<Value>) -> Vec<(u64, Value)> {
+        if let Some((field, desc)) = &self.sort {
+            let key = |v: &Value| match crate::filter::lookup(v, field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            items.sort_by(|a, b| {
+                let o = key(a).cmp(&key(b));
+                if *desc { o.reverse() } else { o }
+            });
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(n, v)| (n as u64, v))
+            .collect()
     }
 
     /// `items` are `(cursor, value)` in cursor order, already filtered.
@@ -171,6 +219,16 @@ async fn list_workloads(
             .get(id)
             .filter(|w| page.filter.matches(&w.body))
     };
+    if page.sort.is_some() {
+        let all: Vec<Value> = st
+            .order
+            .values()
+            .filter_map(|id| matches(id).map(|w| app.render_workload(w)))
+            .collect();
+        drop(store);
+        let total = all.len();
+        return Ok(Json(page.render(page.sorted(all), total)));
+    }
     let total = st.order.values().filter(|id| matches(id).is_some()).count();
     let start = page.after.map(|a| a + 1).unwrap_or(0);
     let mut items = Vec::with_capacity(page.first + 1);
@@ -243,13 +301,12 @@ async fn list_instances(
 ) -> Result<Json<Value>, ApiError> {
     app.check_stack(&stack_id)?;
     let page = Page::from_query(&q)?;
-    let items: Vec<(u64, Value)> = app
-        .list_instances(&stack_id, &id)?
-        .into_iter()
-        .filter(|i| page.filter.matches(i))
-        .enumerate()
-        .map(|(n, v)| (n as u64, v))
-        .collect();
+    let items = page.sorted(
+        app.list_instances(&stack_id, &id)?
+            .into_iter()
+            .filter(|i| page.filter.matches(i))
+            .collect(),
+    );
     let total = items.len();
     Ok(Json(page.render(items, total)))
 }
@@ -287,86 +344,14 @@ async fn list_locations(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let page = Page::from_query(&q)?;
-    let items: Vec<(u64, Value)> = app
-        .config
-        .city_codes
-        .iter()
-        .map(|c| locations::location(c))
-        .filter(|l| page.filter.matches(l))
-        .enumerate()
-        .map(|(n, v)| (n as u64, v))
-        .collect();
+    let items = page.sorted(
+        app.config
+            .city_codes
+            .iter()
+            .map(|c| locations::location(c))
+            .filter(|l| page.filter.matches(l))
+            .collect(),
+    );
     let total = items.len();
     Ok(Json(page.render(items, total)))
-}
-
-async fn get_metrics(
-    State(app): State<AppState>,
-    Path(stack_id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    app.check_stack(&stack_id)?;
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let parse_time = |k: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
-        match get(k) {
-            None | Some("") => Ok(None),
-            Some(s) => DateTime::parse_from_rfc3339(s)
-                .map(|d| Some(d.with_timezone(&Utc)))
-                .map_err(|_| ApiError::invalid_field(k, "must be an RFC 3339 date-time")),
-        }
-    };
-    let now = Utc::now();
-    let end = parse_time("end_date")?.unwrap_or(now);
-    let start = parse_time("start_date")?.unwrap_or(end - chrono::Duration::hours(1));
-    if start > end {
-        return Err(ApiError::invalid_field(
-            "start_date",
-            "must not be after end_date",
-        ));
-    }
-    let kind = get("type").unwrap_or("BANDWIDTH");
-    if kind != "INSTANCE" && kind != "BANDWIDTH" {
-        return Err(ApiError::invalid_field(
-            "type",
-            "must be INSTANCE or BANDWIDTH",
-        ));
-    }
-    let step = metrics::step_for(get("granularity").unwrap_or(""))
-        .map_err(|e| ApiError::invalid_field("granularity", e))?;
-    let workload = get("workload_id").filter(|s| !s.is_empty());
-    let instance = get("instance_name").filter(|s| !s.is_empty());
-    let mut picked = Vec::new();
-    {
-        let store = app.lock();
-        if let Some(st) = store.stacks.get(&stack_id) {
-            for (wid, w) in &st.workloads {
-                if workload.is_some_and(|x| x != wid) {
-                    continue;
-                }
-                let mem = w
-                    .body
-                    .pointer("/spec/containers")
-                    .and_then(Value::as_object)
-                    .and_then(|m| m.values().next())
-                    .and_then(|c| c.pointer("/resources/requests/memory"))
-                    .and_then(Value::as_str)
-                    .map(metrics::memory_bytes)
-                    .unwrap_or(2.0 * 1024.0 * 1024.0 * 1024.0);
-                for i in &w.instances {
-                    if instance.is_some_and(|x| x != i.name) {
-                        continue;
-                    }
-                    picked.push((wid.clone(), i.name.clone(), mem));
-                }
-            }
-        }
-    }
-    picked.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let query = metrics::Query {
-        kind: kind.to_string(),
-        start,
-        end,
-        step_secs: step,
-    };
-    Ok(Json(metrics::render(&query, &picked)))
 }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::mounts::Plan;
 use crate::processes::{container_dir, container_env, exit_code};
 use crate::state::Shared;
 
@@ -152,8 +154,11 @@ impl russh::server::Server for ConsoleServer {
 #[derive(Clone)]
 struct Target {
     instance: String,
+    instance_id: String,
     container: String,
     spec: Value,
+    /// The instance as the API renders it (for `instanceFieldRef` env values).
+    rendered: Value,
 }
 
 enum Input {
@@ -195,17 +200,28 @@ impl Conn {
         let store = self.shared.lock();
         let st = store.stacks.get(stack)?;
         for w in st.workloads.values() {
-            if w.delete_requested_at.is_some() || !w.instances.iter().any(|i| i.name == instance) {
+            if w.delete_requested_at.is_some() {
                 continue;
             }
+            let Some(i) = w.instances.iter().find(|i| i.name == instance) else {
+                continue;
+            };
             let spec = w
                 .body
                 .pointer(&format!("/spec/containers/{container}"))
                 .cloned()?;
+            let cx = self.shared.render_ctx(stack, chrono::Utc::now());
             return Some(Target {
                 instance: instance.to_string(),
+                instance_id: i.id.clone(),
                 container: container.to_string(),
                 spec,
+                rendered: crate::model::render_instance(
+                    w,
+                    i,
+                    &cx,
+                    crate::locations::location(&i.city),
+                ),
             });
         }
         None
@@ -227,7 +243,24 @@ impl Conn {
         chan.started = true;
         let dir = container_dir(&self.shared, &t.instance, &t.container)
             .map_err(|e| format!("cannot create the container directory: {e}"))?;
-        let mut env = container_env(&t.spec, &t.instance, &dir);
+        let (mut env, _) = container_env(&t.spec, &t.rendered, &dir);
+        // A container with volumes runs in its own mount namespace: the exec joins it, so it
+        // sees what the container sees at the mount paths.
+        // `_ns` stays open until the spawn below: the child joins it by descriptor.
+        let (_ns, mut join) = match self.shared.processes.view(&t.instance_id, &t.container) {
+            Some(view) => {
+                let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", view.pid)).map_err(|e| {
+                    format!(
+                        "container {} of instance {} is not running (its mount namespace is gone: {e})",
+                        t.container, t.instance
+                    )
+                })?;
+                let plan = Plan::join(ns.as_raw_fd(), &view, &dir)
+                    .map_err(|e| format!("cannot enter the container's mounts: {e}"))?;
+                (Some(ns), Some(plan))
+            }
+            None => (None, None),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         chan.input = Some(tx);
         let owner = format!("exec:{}", uuid::Uuid::new_v4());
@@ -250,6 +283,10 @@ impl Conn {
                     Some(c) => cmd.arg("-c").arg(c),
                     None => cmd.arg("-i"),
                 };
+                if let Some(plan) = join.take() {
+                    // SAFETY: `apply` only makes system calls on strings built before the fork.
+                    cmd = unsafe { cmd.pre_exec(move || plan.apply()) };
+                }
                 let child = cmd
                     .env_clear()
                     .envs(env)
@@ -271,6 +308,12 @@ impl Conn {
                     Some(c) => cmd.arg("-c").arg(c),
                     None => cmd.arg("-s"),
                 };
+                if let Some(plan) = join.take() {
+                    // SAFETY: `apply` only makes system calls on strings built before the fork.
+                    unsafe {
+                        cmd.pre_exec(move || plan.apply());
+                    }
+                }
                 cmd.env_clear()
                     .envs(env)
                     .current_dir(&dir)

@@ -30,8 +30,12 @@ pub(crate) struct Shared {
     /// Signalled on every change when a state file is configured.
     pub persist: Notify,
     pub cancel: CancellationToken,
-    /// Container working directories live under here (removed on drop).
+    /// Container working directories and volume claims live under here (removed on drop).
     pub workdir: tempfile::TempDir,
+    /// Empty directories that the containers' mount namespaces mount scratch space on.
+    pub mountdir: tempfile::TempDir,
+    /// Whether mount namespaces work here (probed on first use).
+    pub mounts_ok: std::sync::OnceLock<bool>,
     ip_counter: AtomicU32,
     me: Weak<Shared>,
 }
@@ -69,6 +73,26 @@ impl StackState {
         self.by_slug.insert(slug, id.clone());
         self.workloads.insert(id, w);
     }
+    /// The workload a reference names: its id or, as the spec's "the ID or slug of the
+    /// workload" allows (and StackPath's own Go provider relies on), its slug. Ids win.
+    pub(crate) fn get(&self, reference: &str) -> Option<&WorkloadRec> {
+        self.workloads.get(reference).or_else(|| {
+            self.by_slug
+                .get(reference)
+                .and_then(|id| self.workloads.get(id))
+        })
+    }
+
+    pub(crate) fn get_mut(&mut self, reference: &str) -> Option<&mut WorkloadRec> {
+        let id = if self.workloads.contains_key(reference) {
+            reference
+        } else {
+            self.by_slug.get(reference)?.as_str()
+        }
+        .to_string();
+        self.workloads.get_mut(&id)
+    }
+
     fn remove(&mut self, id: &str) -> Option<WorkloadRec> {
         let w = self.workloads.remove(id)?;
         self.order.remove(&w.seq);
@@ -122,6 +146,14 @@ impl Shared {
                 path: std::env::temp_dir(),
                 source,
             })?;
+        let mountdir = tempfile::Builder::new()
+            .prefix("stackpath-emulator-mnt-")
+            .tempdir()
+            .map_err(|source| Error::File {
+                action: "create a temporary directory in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let faults = FaultState::new(config.faults.clone());
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -133,6 +165,8 @@ impl Shared {
             persist: Notify::new(),
             cancel,
             workdir,
+            mountdir,
+            mounts_ok: std::sync::OnceLock::new(),
             ip_counter: AtomicU32::new(count + 2),
             store: Mutex::new(store),
             config,
@@ -187,6 +221,7 @@ impl Shared {
             external_ip: format!("151.139.{a}.{b}"),
             failure: self.injected_failure(now),
             runs: BTreeMap::new(),
+            init_runs: BTreeMap::new(),
         }
     }
 
@@ -263,16 +298,17 @@ impl Shared {
         store
             .stacks
             .get(stack_id)
-            .and_then(|s| s.workloads.get(id))
+            .and_then(|s| s.get(id))
             .map(|w| self.render_workload(w))
             .ok_or_else(|| workload_not_found(stack_id, id))
     }
 
-    /// PUT (replace) or PATCH (merge): new spec, version + 1, instances restarted.
+    /// PUT (replace) or PATCH (merge): new spec, version + 1, instances restarted. `reference`
+    /// is the workload's id or slug.
     pub(crate) fn update_workload(
         &self,
         stack_id: &str,
-        id: &str,
+        reference: &str,
         req: &Value,
         merge: bool,
     ) -> Result<Value, ApiError> {
@@ -280,16 +316,17 @@ impl Shared {
             ApiError::invalid_field("workload", "the request body must be {\"workload\": {…}}")
         })?;
         let now = Utc::now();
-        let (out, killed) = {
+        let (out, killed, id) = {
             let mut store = self.lock();
             let st = store
                 .stacks
                 .get_mut(stack_id)
-                .ok_or_else(|| workload_not_found(stack_id, id))?;
+                .ok_or_else(|| workload_not_found(stack_id, reference))?;
             let w = st
-                .workloads
-                .get_mut(id)
-                .ok_or_else(|| workload_not_found(stack_id, id))?;
+                .get_mut(reference)
+                .ok_or_else(|| workload_not_found(stack_id, reference))?;
+            let id = w.id();
+            let id = id.as_str();
             if w.delete_requested_at.is_some() {
                 return Err(ApiError::new(
                     Code::FailedPrecondition,
@@ -317,9 +354,13 @@ impl Shared {
                     "a workload's slug cannot change",
                 ));
             }
-            if let Some(other) = candidate.get("id").and_then(Value::as_str)
+            // PUT's path parameter *is* `workload.id` (grpc-gateway fills the body field from
+            // the path), so only PATCH can disagree with its path.
+            if merge
+                && let Some(other) = raw.get("id").and_then(Value::as_str)
                 && !other.is_empty()
                 && other != id
+                && other != reference
             {
                 return Err(ApiError::invalid_field(
                     "workload.id",
@@ -364,44 +405,47 @@ impl Shared {
                 .map(|i| i.id)
                 .chain(w.instances.iter().map(|i| i.id.clone()))
                 .collect();
-            (self.render_workload(w), killed)
+            (self.render_workload(w), killed, id.to_string())
         };
         for iid in killed {
             self.processes.kill_instance(&iid);
         }
         self.changed();
-        self.start_processes_for(stack_id, id);
+        self.start_processes_for(stack_id, &id);
         Ok(out)
     }
 
-    /// Mark DELETING now; remove after the configured delay.
+    /// Mark DELETING now; remove after the configured delay. `reference`: id or slug.
     pub(crate) fn delete_workload(
         self: &Arc<Self>,
         stack_id: &str,
-        id: &str,
+        reference: &str,
     ) -> Result<(), ApiError> {
         let now = Utc::now();
-        let ids: Vec<String> = {
+        let (ids, id) = {
             let mut store = self.lock();
             let w = store
                 .stacks
                 .get_mut(stack_id)
-                .and_then(|s| s.workloads.get_mut(id))
-                .ok_or_else(|| workload_not_found(stack_id, id))?;
+                .and_then(|s| s.get_mut(reference))
+                .ok_or_else(|| workload_not_found(stack_id, reference))?;
             if w.delete_requested_at.is_none() {
                 w.delete_requested_at = Some(now);
                 if let Some(m) = w.body.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.insert("deleteRequestedAt".into(), json!(ts(now)));
                 }
             }
-            w.instances.iter().map(|i| i.id.clone()).collect()
+            (
+                w.instances.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+                w.id(),
+            )
         };
         for iid in &ids {
             self.processes.kill_instance(iid);
         }
         self.changed();
         let me = self.clone();
-        let (stack_id, id) = (stack_id.to_string(), id.to_string());
+        let stack_id = stack_id.to_string();
         let delay = self.config.delays.deleting;
         tokio::spawn(async move {
             tokio::select! {
@@ -430,6 +474,8 @@ impl Shared {
             for i in &w.instances {
                 self.logs.forget(&i.id);
                 self.processes.kill_instance(&i.id);
+                // Its volumes go with it (a new workload of the same slug starts empty).
+                let _ = std::fs::remove_dir_all(self.workdir.path().join(&i.name));
             }
             self.changed();
         }
@@ -442,7 +488,7 @@ impl Shared {
         let w = store
             .stacks
             .get(stack_id)
-            .and_then(|s| s.workloads.get(id))
+            .and_then(|s| s.get(id))
             .ok_or_else(|| workload_not_found(stack_id, id))?;
         Ok(w.instances
             .iter()
@@ -462,7 +508,7 @@ impl Shared {
         let w = store
             .stacks
             .get(stack_id)
-            .and_then(|s| s.workloads.get(id))
+            .and_then(|s| s.get(id))
             .ok_or_else(|| workload_not_found(stack_id, id))?;
         let i = w
             .instances
@@ -473,28 +519,30 @@ impl Shared {
     }
 
     /// Restart one instance (API call) or, with `name` None, all of a workload's instances
-    /// (admin fault). `fail` marks them FAILED instead.
+    /// (admin fault). `fail` marks them FAILED instead. `reference`: the workload's id or slug.
     pub(crate) fn act_on_instances(
         &self,
         stack_id: Option<&str>,
-        id: &str,
+        reference: &str,
         name: Option<&str>,
         fail: bool,
     ) -> Result<usize, ApiError> {
         let now = Utc::now();
-        let (stack, touched) = {
+        let (stack, touched, id) = {
             let mut store = self.lock();
             let mut found = None;
             for (sid, st) in store.stacks.iter_mut() {
                 if stack_id.is_some_and(|s| s != sid) {
                     continue;
                 }
-                if let Some(w) = st.workloads.get_mut(id) {
+                if let Some(w) = st.get_mut(reference) {
                     found = Some((sid.clone(), w));
                     break;
                 }
             }
-            let (sid, w) = found.ok_or_else(|| workload_not_found(stack_id.unwrap_or("*"), id))?;
+            let (sid, w) =
+                found.ok_or_else(|| workload_not_found(stack_id.unwrap_or("*"), reference))?;
+            let id = w.id();
             if w.delete_requested_at.is_some() {
                 return Err(ApiError::new(
                     Code::FailedPrecondition,
@@ -521,16 +569,16 @@ impl Shared {
             if let Some(n) = name
                 && touched.is_empty()
             {
-                return Err(instance_not_found(id, n));
+                return Err(instance_not_found(&id, n));
             }
-            (sid, touched)
+            (sid, touched, id)
         };
         for iid in &touched {
             self.processes.kill_instance(iid);
         }
         self.changed();
         if !fail {
-            self.start_processes_for(&stack, id);
+            self.start_processes_for(&stack, &id);
         }
         Ok(touched.len())
     }
@@ -578,6 +626,7 @@ fn restart(i: &mut InstanceRec, now: DateTime<Utc>) {
     i.generation_started = now;
     i.restart_count += 1;
     i.runs.clear();
+    i.init_runs.clear();
     i.failure = None;
 }
 

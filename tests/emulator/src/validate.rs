@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::api_error::{ApiError, Violation};
+use crate::field_ref;
 
 pub(crate) const SIZES: [(&str, &str, &str); 8] = [
     ("SP-1", "1", "2Gi"),
@@ -70,6 +71,14 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
     obj.insert("slug".into(), Value::String(slug));
 
     let spec = obj.get("spec");
+    let claims: HashSet<&str> = spec
+        .and_then(|s| s.get("volumeClaimTemplates"))
+        .and_then(Value::as_array)
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|t| t.get("slug").and_then(Value::as_str))
+        .collect();
     let containers = spec.and_then(|s| s.get("containers"));
     let vms = spec.and_then(|s| s.get("virtualMachines"));
     match (
@@ -78,7 +87,7 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
     ) {
         (Some(c), _) if !c.is_empty() => {
             for (cname, c) in c {
-                container(&mut v, "containers", cname, c);
+                container(&mut v, "containers", cname, c, &claims);
             }
         }
         (_, Some(m)) if !m.is_empty() => {}
@@ -92,7 +101,14 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
         match init.as_object() {
             Some(m) => {
                 for (cname, c) in m {
-                    container(&mut v, "initContainers", cname, c);
+                    container(&mut v, "initContainers", cname, c, &claims);
+                    if containers.and_then(|c| c.get(cname)).is_some() {
+                        push(
+                            &mut v,
+                            format!("workload.spec.initContainers.{cname}"),
+                            "an init container cannot have the name of a container",
+                        );
+                    }
                 }
             }
             None => push(&mut v, "workload.spec.initContainers", "must be an object"),
@@ -165,7 +181,7 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
     }
 }
 
-fn container(v: &mut Vec<Violation>, kind: &str, name: &str, c: &Value) {
+fn container(v: &mut Vec<Violation>, kind: &str, name: &str, c: &Value, claims: &HashSet<&str>) {
     let f = format!("workload.spec.{kind}.{name}");
     if !is_slug(name) {
         push(
@@ -229,12 +245,53 @@ fn container(v: &mut Vec<Violation>, kind: &str, name: &str, c: &Value) {
                         push(
                             v,
                             format!("{f}.env.{k}"),
-                            "must be an object with value or secretValue",
+                            "must be an object with value, secretValue or valueFrom",
                         );
+                    } else if let Some(from) = e.get("valueFrom") {
+                        value_from(v, &format!("{f}.env.{k}"), e, from);
                     }
                 }
             }
             None => push(v, format!("{f}.env"), "must be an object"),
+        }
+    }
+    if let Some(mounts) = c.get("volumeMounts") {
+        let mut paths = HashSet::new();
+        for (i, m) in mounts
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            let mf = format!("{f}.volumeMounts[{i}]");
+            let slug = m.get("slug").and_then(Value::as_str).unwrap_or("");
+            if !claims.contains(slug) {
+                push(
+                    v,
+                    format!("{mf}.slug"),
+                    format!(
+                        "{slug:?} names no volume claim template of this workload (spec.volumeClaimTemplates[].slug)"
+                    ),
+                );
+            }
+            let path = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+            if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
+                push(
+                    v,
+                    format!("{mf}.mountPath"),
+                    "must be an absolute path without '..' components",
+                );
+            } else if !paths.insert(path.trim_end_matches('/').to_string()) {
+                push(
+                    v,
+                    format!("{mf}.mountPath"),
+                    format!("{path:?} is mounted twice in this container"),
+                );
+            }
+        }
+        if !mounts.is_array() {
+            push(v, format!("{f}.volumeMounts"), "must be a list");
         }
     }
     if let Some(ports) = c.get("ports").and_then(Value::as_object) {
@@ -254,6 +311,40 @@ fn container(v: &mut Vec<Violation>, kind: &str, name: &str, c: &Value) {
                 );
             }
         }
+    }
+}
+
+/// `valueFrom`: an `instanceFieldRef` whose `fieldPath` names a field of the instance model.
+fn value_from(v: &mut Vec<Violation>, f: &str, env: &Value, from: &Value) {
+    if env.get("value").is_some_and(|x| !x.is_null())
+        || env.get("secretValue").is_some_and(|x| !x.is_null())
+    {
+        push(
+            v,
+            format!("{f}.valueFrom"),
+            "valueFrom cannot be combined with value or secretValue",
+        );
+    }
+    let path = from
+        .get("instanceFieldRef")
+        .and_then(|r| r.get("fieldPath"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let field = format!("{f}.valueFrom.instanceFieldRef.fieldPath");
+    if path.is_empty() {
+        push(
+            v,
+            field,
+            "an instance field path is required, e.g. .ipAddress or .location.cityCode",
+        );
+        return;
+    }
+    if let Err(e) = field_ref::parse(path).and_then(|steps| field_ref::check(&steps)) {
+        push(
+            v,
+            field,
+            format!("invalid instance field path {path:?}: {e}"),
+        );
     }
 }
 

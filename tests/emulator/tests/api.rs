@@ -374,3 +374,42 @@ async fn delete_behind_the_back_and_admin_instance_faults() {
         .await;
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn sort_by_orders_lists_and_pages_by_position() {
+    let emu = start(fast_config()).await;
+    let api = Api::new(&emu).await;
+    for slug in ["srt-b", "srt-c", "srt-a"] {
+        assert_eq!(api.create(&workload(slug, container(None))).await.0, 200);
+    }
+    let slugs = |v: &Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["slug"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, v) = api.get("/workloads?page_request.sort_by=slug").await;
+    assert_eq!(slugs(&v), ["srt-a", "srt-b", "srt-c"]);
+    let (_, v) = api
+        .get("/workloads?page_request.sort_by=slug%20desc&page_request.first=2")
+        .await;
+    assert_eq!(slugs(&v), ["srt-c", "srt-b"]);
+    assert_eq!(v["pageInfo"]["hasNextPage"], true);
+    let after = v["pageInfo"]["endCursor"].as_str().unwrap().to_string();
+    let (_, v) = api
+        .get(&format!(
+            "/workloads?page_request.sort_by=-slug&page_request.first=2&page_request.after={after}"
+        ))
+        .await;
+    assert_eq!(slugs(&v), ["srt-a"]);
+    let (s, v) = api
+        .get("/workloads?page_request.sort_by=slug%20sideways")
+        .await;
+    assert_eq!((s, v["code"].as_i64()), (400, Some(3)));
+    // Without sort_by: creation order, as before.
+    let (_, v) = api.get("/workloads").await;
+    assert_eq!(slugs(&v), ["srt-b", "srt-c", "srt-a"]);
+    emu.shutdown().await;
+}

@@ -26,6 +26,23 @@ async fn prints_addresses_and_stops_on_sigterm() {
             "DFW",
             "--city-code",
             "AMS",
+            // The hostile-fault and restart flags parse (huge values included).
+            "--token-expires-in",
+            "18446744073709551615",
+            "--retry-after-seconds",
+            "18446744073709551615",
+            "--retry-after-header",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "--hang-rate",
+            "0",
+            "--oversize-body-bytes",
+            "0",
+            "--container-restart",
+            "never",
+            "--restart-backoff-ms",
+            "100",
+            "--restart-backoff-max-ms",
+            "200",
         ])
         .arg("--ca-out")
         .arg(d.join("ca.pem"))
@@ -82,6 +99,7 @@ async fn prints_addresses_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let tok: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(tok["expires_in"].as_u64(), Some(u64::MAX));
     let r = client
         .get(format!("{base}/workload/v1/locations"))
         .bearer_auth(tok["access_token"].as_str().unwrap())

@@ -402,3 +402,57 @@ async fn russh_pty_window_change_signal_and_eof() {
     assert!(gone, "exec process {pid} outlived its SSH session");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn exec_sees_the_containers_volume_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmulatorConfig {
+        run_containers: true,
+        ..fast_config()
+    };
+    let emu = stackpath_emulator::start(cfg, loopback(), Some(loopback()))
+        .await
+        .unwrap();
+    let api = Api::new(&emu).await;
+    let mount = format!("/var/lib/stackpath-emulator-exec-{}", std::process::id());
+    let mut body = workload(
+        "shell",
+        container(Some(vec![
+            "sh",
+            "-c",
+            &format!("echo from-the-container > {mount}/note; sleep 3600"),
+        ])),
+    );
+    body["workload"]["spec"]["containers"]["app"]["volumeMounts"] =
+        serde_json::json!([{"slug": "data", "mountPath": mount}]);
+    let (s, w) = api.create(&body).await;
+    assert_eq!(s, 200, "{w}");
+    api.wait_phase(
+        w["workload"]["id"].as_str().unwrap(),
+        INSTANCE,
+        "RUNNING",
+        10,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out, err) = ssh(
+        &emu,
+        dir.path(),
+        "emulator-secret",
+        &user(),
+        &[&format!(
+            "cat {mount}/note; echo from-exec > {mount}/back; pwd"
+        )],
+        b"",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("from-the-container"), "{out}");
+    assert!(lines.next().unwrap().ends_with("/app"), "{out}");
+    assert!(
+        std::fs::symlink_metadata(&mount).is_err(),
+        "{mount} must not exist on this machine"
+    );
+    emu.shutdown().await;
+}
