@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::model::{ApiStatus, ApiStatusDetail};
+use crate::redact::{MAX_FIELD_CHARS, cap};
 
 /// Which API call an error belongs to: the HTTP method and the spec's route template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,8 +78,41 @@ pub enum Error {
     #[error("StackPath API {op}: unreadable response: {message}")]
     Decode { op: Operation, message: String },
 
+    /// The server answered 2xx with a body larger than the client accepts (read up to the
+    /// limit, or announced so by its `Content-Length`).
+    #[error(
+        "StackPath API {op}: the response is larger than {limit} bytes{}; ask for less (a \
+         smaller page or time range) or raise the limit (Config::max_response_bytes, \
+         max_metrics_response_bytes for metrics)",
+        fmt_announced(*.announced)
+    )]
+    TooLarge {
+        op: Operation,
+        limit: usize,
+        /// The size the server announced, when it did.
+        announced: Option<u64>,
+    },
+
+    /// The request could not be serialized (a bug in the caller's data, e.g. a map with
+    /// non-string keys).
+    #[error("StackPath API {op}: cannot serialize the request")]
+    Encode {
+        op: Operation,
+        #[source]
+        source: serde_json::Error,
+    },
+
     #[error("StackPath client configuration: {message}")]
-    Config { message: String },
+    Config {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+fn fmt_announced(n: Option<u64>) -> String {
+    n.map(|n| format!(" (it announced {n})"))
+        .unwrap_or_default()
 }
 
 fn fmt_retry_after(d: Option<Duration>) -> String {
@@ -88,13 +122,26 @@ fn fmt_retry_after(d: Option<Duration>) -> String {
     }
 }
 
+/// Details shown in an error's text; the rest are counted.
+const MAX_SHOWN_DETAILS: usize = 8;
+
 fn fmt_details(details: &[ApiStatusDetail]) -> String {
     if details.is_empty() {
-        String::new()
-    } else {
-        let parts: Vec<String> = details.iter().map(|d| d.to_string()).collect();
-        format!(" [{}]", parts.join("; "))
+        return String::new();
     }
+    let mut parts: Vec<String> = details
+        .iter()
+        .take(MAX_SHOWN_DETAILS)
+        .map(|d| {
+            let mut text = d.to_string();
+            cap(&mut text, MAX_FIELD_CHARS);
+            text
+        })
+        .collect();
+    if details.len() > MAX_SHOWN_DETAILS {
+        parts.push(format!("{} more", details.len() - MAX_SHOWN_DETAILS));
+    }
+    format!(" [{}]", parts.join("; "))
 }
 
 /// gRPC status codes the API puts in `code`.
@@ -178,7 +225,9 @@ impl Error {
             | Error::Invalid { op, .. }
             | Error::Server { op, .. }
             | Error::Transport { op, .. }
-            | Error::Decode { op, .. } => Some(*op),
+            | Error::Decode { op, .. }
+            | Error::TooLarge { op, .. }
+            | Error::Encode { op, .. } => Some(*op),
             Error::Config { .. } => None,
         }
     }
@@ -195,6 +244,8 @@ impl Error {
             Error::Server { .. } => "server",
             Error::Transport { .. } => "transport",
             Error::Decode { .. } => "decode",
+            Error::TooLarge { .. } => "too_large",
+            Error::Encode { .. } => "encode",
             Error::Config { .. } => "config",
         }
     }
@@ -226,7 +277,50 @@ impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config {
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// A configuration error caused by `source` (shown by callers that print the chain).
+    pub(crate) fn config_caused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Config {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The error's own text (StackPath's message, or what went wrong), if it has one.
+    fn message_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Error::NotFound { message, .. }
+            | Error::Conflict { message, .. }
+            | Error::Unauthorized { message, .. }
+            | Error::Forbidden { message, .. }
+            | Error::RateLimited { message, .. }
+            | Error::Invalid { message, .. }
+            | Error::Server { message, .. }
+            | Error::Transport { message, .. }
+            | Error::Decode { message, .. }
+            | Error::Config { message, .. } => Some(message),
+            Error::TooLarge { .. } | Error::Encode { .. } => None,
+        }
+    }
+
+    /// Applies `f` to every text of the error that came from outside (the message and each
+    /// string of `details`), in place: how secrets are masked and long texts capped.
+    pub(crate) fn map_text(mut self, mut f: impl FnMut(&mut String)) -> Self {
+        if let Some(message) = self.message_mut() {
+            f(message);
+        }
+        if let Error::Invalid { details, .. } = &mut self {
+            for detail in details {
+                detail.map_strings(&mut f);
+            }
+        }
+        self
     }
 }
 
