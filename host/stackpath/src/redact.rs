@@ -25,11 +25,12 @@ pub(crate) struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for these secret values (empty ones are skipped).
+    /// A redactor for these secret values (empty ones, and ones made only of `*`, are skipped).
     pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         let mut needles = Vec::new();
-        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-            needles.extend(forms(secret));
+        for secret in secrets.into_iter() {
+            // A secret of only `*` reads like the mask itself; there is nothing to hide it with.
+            needles.extend(forms(secret).into_iter().filter(|f| f.chars().any(|c| c != '*')));
         }
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
@@ -51,9 +52,17 @@ impl Redactor {
     /// Masks every secret in `text`, without capping (for a whole error body before it is
     /// parsed and quoted).
     pub(crate) fn mask(&self, text: &mut String) {
-        for needle in &self.needles {
-            if text.contains(needle.as_str()) {
-                *text = text.replace(needle.as_str(), MASK);
+        // Until nothing is left: a mask next to a secret's `*` can form it anew ("aa*" with
+        // secret "a*" becomes "a***"). Ends, since each replacement removes characters other
+        // than `*` (needles made only of `*` are not kept).
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for needle in &self.needles {
+                if text.contains(needle.as_str()) {
+                    *text = text.replace(needle.as_str(), MASK);
+                    changed = true;
+                }
             }
         }
     }
@@ -160,6 +169,13 @@ mod tests {
                 assert!(!out.contains(&engine.encode(secret)[1..10]), "{out}");
             }
         }
+    }
+
+    #[test]
+    fn a_mask_cannot_rebuild_a_secret() {
+        let r = Redactor::new(["a*"]);
+        assert_eq!(cleaned(&r, "aa*"), "*****");
+        assert_eq!(cleaned(&Redactor::new(["**"]), "a**b"), "a**b");
     }
 
     #[test]
