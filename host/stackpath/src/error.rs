@@ -442,7 +442,10 @@ mod tests {
         };
         assert_eq!(message, "m-Y");
         let json = serde_json::to_string(&details[0]).unwrap();
-        assert_eq!(json, r#"{"@type":"t-Y","k-Y":["a-Y",{"n-Y":"b-Y"}],"num":1}"#);
+        assert_eq!(
+            json,
+            r#"{"@type":"t-Y","k-Y":["a-Y",{"n-Y":"b-Y"}],"num":1}"#
+        );
         assert!(!format!("{err:?}").contains('X'));
     }
 
@@ -451,7 +454,10 @@ mod tests {
         let details: Vec<String> = (0..50)
             .map(|i| format!(r#"{{"@type":"t","n":{i},"s":"{}"}}"#, "z".repeat(3000)))
             .collect();
-        let body = format!(r#"{{"code":3,"message":"m","details":[{}]}}"#, details.join(","));
+        let body = format!(
+            r#"{{"code":3,"message":"m","details":[{}]}}"#,
+            details.join(",")
+        );
         let text = classify(400, &body).to_string();
         assert!(text.contains("42 more"), "{}", &text[text.len() - 50..]);
         assert!(text.len() < 9 * 1100, "{}", text.len());

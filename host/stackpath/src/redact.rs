@@ -30,7 +30,11 @@ impl Redactor {
         let mut needles = Vec::new();
         for secret in secrets.into_iter() {
             // A secret of only `*` reads like the mask itself; there is nothing to hide it with.
-            needles.extend(forms(secret).into_iter().filter(|f| f.chars().any(|c| c != '*')));
+            needles.extend(
+                forms(secret)
+                    .into_iter()
+                    .filter(|f| f.chars().any(|c| c != '*')),
+            );
         }
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
