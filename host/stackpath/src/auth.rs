@@ -19,6 +19,11 @@ pub(crate) const TOKEN_ROUTE: &str = "/identity/v1/oauth2/token";
 /// Lifetime assumed when the token response does not say.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 
+/// The longest lifetime believed: StackPath's tokens last an hour, and a server that claims
+/// centuries must neither overflow the clock arithmetic nor pin a token forever. Refreshing
+/// early is harmless.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// An access token and when to stop using it.
 #[derive(Clone, Debug)]
 pub(crate) struct AccessToken {
@@ -30,8 +35,10 @@ pub(crate) struct AccessToken {
 }
 
 impl AccessToken {
-    /// A token valid for `lifetime` from `now`, refreshed `min(60 s, 10 %)` before it expires.
+    /// A token valid for `lifetime` (at most [`MAX_LIFETIME`]) from `now`, refreshed
+    /// `min(60 s, 10 %)` before it expires.
     pub(crate) fn new(value: Secret, lifetime: Duration, now: Instant) -> Self {
+        let lifetime = lifetime.min(MAX_LIFETIME);
         let margin = (lifetime / 10).min(Duration::from_secs(60));
         Self {
             value,
@@ -68,7 +75,8 @@ impl TokenResponse {
     }
 }
 
-/// `expires_in` is a number per RFC 6749, but some servers send a string.
+/// `expires_in` is a number per RFC 6749, but some servers send a string; anything else
+/// unreadable (negative, an object) reads as absent, so the token is still usable.
 fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -76,6 +84,8 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>
         Int(u64),
         Float(f64),
         Str(String),
+        #[allow(dead_code)] // Matched only to be ignored.
+        Other(serde::de::IgnoredAny),
     }
     Ok(match Option::<N>::deserialize(d)? {
         Some(N::Int(n)) => Some(n),
@@ -112,6 +122,11 @@ pub(crate) struct TokenCache {
 }
 
 impl TokenCache {
+    /// The token in use, if any (to mask it from errors).
+    pub(crate) fn current(&self) -> Option<AccessToken> {
+        self.cached()
+    }
+
     fn cached(&self) -> Option<AccessToken> {
         self.current
             .lock()
@@ -163,6 +178,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -245,6 +261,44 @@ mod tests {
         }
         let r: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
         assert_eq!(r.into_token(now).expires_at - now, DEFAULT_LIFETIME);
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped() {
+        let now = Instant::now();
+        for body in [
+            r#"{"access_token":"a","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"a","expires_in":1e300}"#,
+            r#"{"access_token":"a","expires_in":"18446744073709551615"}"#,
+        ] {
+            let r: TokenResponse = serde_json::from_str(body).unwrap();
+            let t = r.into_token(now);
+            assert_eq!(t.expires_at - now, MAX_LIFETIME, "{body}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_expires_in_gives_a_sane_token(
+            expires_in in proptest::prop_oneof![
+                proptest::num::u64::ANY.prop_map(serde_json::Value::from),
+                proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                proptest::num::f64::ANY.prop_map(serde_json::Value::from),
+                "\\PC{0,30}".prop_map(serde_json::Value::from),
+                proptest::num::u64::ANY.prop_map(|n| serde_json::Value::from(n.to_string())),
+                proptest::strategy::Just(serde_json::json!({"a": [1, 2]})),
+            ],
+        ) {
+            let body = serde_json::json!({"access_token": "a", "expires_in": expires_in});
+            let now = Instant::now();
+            // A value it cannot read is refused or ignored, never a panic.
+            if let Ok(r) = serde_json::from_value::<TokenResponse>(body) {
+                let t = r.into_token(now);
+                proptest::prop_assert!(t.expires_at > now);
+                proptest::prop_assert!(t.expires_at - now <= MAX_LIFETIME);
+                proptest::prop_assert!(t.refresh_at > now && t.refresh_at < t.expires_at);
+            }
+        }
     }
 
     #[test]

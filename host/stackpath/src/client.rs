@@ -1,20 +1,17 @@
-//! The StackPath Workload API client: one method per call, each with timeouts, retries, the
-//! shared rate limit, OAuth2 and typed errors.
+//! The StackPath Workload API client: one method per call. What each call is (route, method,
+//! body, whether it may be repeated) is decided here; [`crate::transport`] sends it with
+//! timeouts, retries, the shared rate limit, OAuth2 and typed errors.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use reqwest::Method;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
-use tracing::Instrument;
 use url::Url;
 
-use crate::auth::{AccessToken, TokenCache, TokenResponse, token_form};
 use crate::config::Config;
 use crate::error::{Error, Operation, Result};
 use crate::logs::{LogOptions, LogStream};
@@ -22,14 +19,19 @@ use crate::model::{
     Instance, InstanceResponse, Location, Metrics, MetricsQuery, Page, PageRequest, Workload,
     WorkloadRequest, WorkloadResponse,
 };
-use crate::observer::CallObserver;
-use crate::ratelimit::TokenBucket;
-use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::routes;
-use crate::secret::Secret;
+use crate::transport::{Answer, Body, Call, Transport, join};
 
 /// Page size used when walking all pages of a list.
 pub const PAGE_SIZE: u32 = 100;
+
+/// The most pages one walk reads (a million items at [`PAGE_SIZE`]): a server that keeps
+/// handing out new cursors cannot keep a walk going forever.
+const MAX_PAGES: usize = 10_000;
+
+/// The longest page cursor accepted; real ones are short opaque tokens, and each goes back
+/// into the next URL.
+const MAX_CURSOR_BYTES: usize = 4096;
 
 /// A StackPath Workload API client for one stack. Cheap to clone; clones share the
 /// connection pool, the token and the rate limit.
@@ -48,121 +50,22 @@ impl std::fmt::Debug for Client {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    transport: Transport,
     base: Url,
-    token_url: Url,
     stack_id: String,
-    client_id: String,
-    client_secret: Secret,
-    scope: Option<String>,
-    tokens: TokenCache,
-    limiter: Option<TokenBucket>,
-    retry: RetryPolicy,
-    request_timeout: Duration,
     log_idle_timeout: Option<Duration>,
-    observer: Option<Arc<dyn CallObserver>>,
-}
-
-/// A request body, kept serialized so that a retry re-sends the same bytes.
-enum Body {
-    Empty,
-    Json(Bytes),
-    Form(Vec<(String, String)>),
-}
-
-/// One API call, as the retry loop sees it.
-struct Call {
-    op: Operation,
-    method: Method,
-    url: Url,
-    body: Body,
-    /// Needs a bearer token (all calls but the token request).
-    auth: bool,
-    /// May be sent again after the server may have acted on it.
-    idempotent: bool,
-    /// A 404 on a retry means an earlier attempt already did the job (DELETE).
-    gone_is_done: bool,
-}
-
-enum Answer {
-    Full(Bytes),
-    Stream(reqwest::Response),
-}
-
-/// What one HTTP attempt produced.
-enum Outcome {
-    Done {
-        status: u16,
-        answer: Answer,
-    },
-    Status {
-        status: u16,
-        retry_after: Option<Duration>,
-        body: Bytes,
-    },
-    Failed {
-        message: String,
-        sent: bool,
-        source: Option<reqwest::Error>,
-    },
 }
 
 impl Client {
     /// Builds a client. Reads the CA file, if any, now, so a bad file fails at start-up.
     /// No network traffic happens until the first call.
     pub fn new(config: Config) -> Result<Self> {
-        let https = config.base_url.scheme() == "https";
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent())
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_keepalive(Duration::from_secs(30))
-            .use_rustls_tls()
-            .tls_built_in_native_certs(true)
-            .https_only(https);
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                Error::config(format!(
-                    "cannot read the CA file {} (SP_CA_FILE): {e}",
-                    path.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::config(format!(
-                    "the CA file {} (SP_CA_FILE) is not PEM certificates: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(Error::config(format!(
-                    "the CA file {} (SP_CA_FILE) holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| Error::config(format!("cannot build the HTTPS client: {e}")))?;
-        let token_url = join(&config.base_url, &["identity", "v1", "oauth2", "token"]);
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
-                token_url,
+                transport: Transport::new(&config)?,
                 base: config.base_url,
                 stack_id: config.stack_id,
-                client_id: config.client_id,
-                client_secret: config.client_secret,
-                scope: config.scope,
-                tokens: TokenCache::default(),
-                limiter: config.rate_limit.map(TokenBucket::new),
-                retry: config.retry,
-                request_timeout: config.request_timeout,
                 log_idle_timeout: config.log_idle_timeout,
-                observer: config.observer,
             }),
         })
     }
@@ -171,10 +74,7 @@ impl Client {
     /// Callers with work that can wait (re-checking a settled pod) use it to step aside for
     /// calls that cannot.
     pub fn is_rate_limited(&self) -> bool {
-        self.inner
-            .limiter
-            .as_ref()
-            .is_some_and(TokenBucket::is_exhausted)
+        self.inner.transport.is_rate_limited()
     }
 
     /// The stack this client works in.
@@ -262,24 +162,21 @@ impl Client {
                 });
             }
         };
-        let body = json_body(op, &WorkloadRequest { workload })?;
+        let call = Call {
+            op,
+            method: Method::POST,
+            url: self.url(&["workloads"], &[]),
+            body: Body::json(op, &WorkloadRequest { workload })?,
+            auth: true,
+            idempotent: false,
+            gone_is_done: false,
+        };
+        let transport = &self.inner.transport;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let call = Call {
-                op,
-                method: Method::POST,
-                url: self.url(&["workloads"], &[]),
-                body: Body::Json(body.clone()),
-                auth: true,
-                idempotent: false,
-                gone_is_done: false,
-            };
-            let err = match self.execute(&call, false).await {
-                Ok(answer) => {
-                    let resp: WorkloadResponse = decode(op, answer)?;
-                    return unwrap_workload(op, resp);
-                }
+            let err = match transport.json::<WorkloadResponse>(&call).await {
+                Ok(resp) => return unwrap_workload(op, resp),
                 Err(err) => err,
             };
             match &err {
@@ -296,10 +193,10 @@ impl Client {
                         tracing::info!(slug, "the workload exists: the lost create succeeded");
                         return Ok(existing);
                     }
-                    if !self.inner.retry.may_retry(attempt) {
+                    if !transport.retry.may_retry(attempt) {
                         return Err(err);
                     }
-                    tokio::time::sleep(self.inner.retry.backoff(attempt)).await;
+                    tokio::time::sleep(transport.retry.backoff(attempt)).await;
                 }
                 _ => return Err(err),
             }
@@ -317,12 +214,12 @@ impl Client {
             op,
             method: Method::PUT,
             url: self.url(&["workloads", workload_id], &[]),
-            body: Body::Json(json_body(op, &WorkloadRequest { workload })?),
+            body: Body::json(op, &WorkloadRequest { workload })?,
             auth: true,
             idempotent: true,
             gone_is_done: false,
         };
-        let resp: WorkloadResponse = decode(op, self.execute(&call, false).await?)?;
+        let resp: WorkloadResponse = self.inner.transport.json(&call).await?;
         unwrap_workload(op, resp)
     }
 
@@ -338,7 +235,7 @@ impl Client {
             idempotent: true,
             gone_is_done: true,
         };
-        self.execute(&call, false).await.map(|_| ())
+        self.inner.transport.execute(&call, false).await.map(|_| ())
     }
 
     // ----- instances -----
@@ -394,7 +291,7 @@ impl Client {
             idempotent: false,
             gone_is_done: false,
         };
-        self.execute(&call, false).await.map(|_| ())
+        self.inner.transport.execute(&call, false).await.map(|_| ())
     }
 
     /// An instance's logs as a byte stream. The call itself is bounded by the request
@@ -407,19 +304,14 @@ impl Client {
         options: &LogOptions,
     ) -> Result<LogStream> {
         let op = routes::INSTANCE_LOGS;
-        let call = Call {
+        let call = Call::get(
             op,
-            method: Method::GET,
-            url: self.url(
+            self.url(
                 &["workloads", workload_id, "instances", instance_name, "logs"],
                 &options.to_query(),
             ),
-            body: Body::Empty,
-            auth: true,
-            idempotent: true,
-            gone_is_done: false,
-        };
-        match self.execute(&call, true).await? {
+        );
+        match self.inner.transport.execute(&call, true).await? {
             Answer::Stream(resp) => Ok(LogStream::new(op, resp, self.inner.log_idle_timeout)),
             Answer::Full(bytes) => {
                 // Not reached (streaming was asked for); kept total rather than panicking.
@@ -447,10 +339,19 @@ impl Client {
     }
 
     /// Usage metrics (`GET …/metrics`); [`MetricsQuery::instance`] asks for one instance's CPU
-    /// and memory.
+    /// and memory, [`MetricsQuery::stack`] for every instance of the stack. A query without
+    /// `workload_id` covers the whole stack; the answer is not paged (one call, bounded by
+    /// [`Config::max_metrics_response_bytes`]).
     pub async fn metrics(&self, query: &MetricsQuery) -> Result<Metrics> {
         let url = self.url(&["metrics"], &query.to_query());
         self.get_json(routes::GET_METRICS, url).await
+    }
+
+    /// CPU and memory of every instance in the stack over `[start, end]`, in one call, one
+    /// series per instance (and container, where StackPath reports containers); attribute
+    /// them with [`Metrics::latest_by_owner`] or [`crate::model::SeriesOwner::of`].
+    pub async fn stack_metrics(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Metrics> {
+        self.metrics(&MetricsQuery::stack(start, end)).await
     }
 
     // ----- plumbing -----
@@ -465,20 +366,11 @@ impl Client {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, op: Operation, url: Url) -> Result<T> {
-        let call = Call {
-            op,
-            method: Method::GET,
-            url,
-            body: Body::Empty,
-            auth: true,
-            idempotent: true,
-            gone_is_done: false,
-        };
-        decode(op, self.execute(&call, false).await?)
+        self.inner.transport.json(&Call::get(op, url)).await
     }
 
-    /// Walks every page of a list. Stops with an error if the server repeats a cursor, so a
-    /// server bug cannot loop forever.
+    /// Walks every page of a list. Stops with an error if the server repeats a cursor, sends
+    /// an absurdly long one or never stops, so a server bug cannot loop forever.
     async fn walk<T, F, Fut>(&self, op: Operation, filter: Option<&str>, fetch: F) -> Result<Vec<T>>
     where
         F: FnMut(PageRequest) -> Fut,
@@ -504,8 +396,8 @@ impl Client {
         Fut: Future<Output = Result<Page<T>>>,
     {
         let mut after: Option<String> = None;
-        let mut seen = std::collections::HashSet::new();
-        loop {
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
             let page = fetch(PageRequest {
                 first: Some(PAGE_SIZE),
                 after: after.clone(),
@@ -515,372 +407,35 @@ impl Client {
             .await?;
             let next = page.next_cursor().map(str::to_owned);
             page.results.into_iter().for_each(&mut each);
-            match next {
-                Some(cursor) => {
-                    if !seen.insert(cursor.clone()) {
-                        return Err(Error::Decode {
-                            op,
-                            message: format!("the server repeated page cursor {cursor:?}"),
-                        });
-                    }
-                    after = Some(cursor);
-                }
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// A valid access token, fetched (once for all callers) when missing or about to expire.
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<AccessToken>> + Send + '_>> {
-        // Boxed: fetching a token is itself a call through `execute`, which calls `token`.
-        Box::pin(async move { self.inner.tokens.get(|| self.fetch_token()).await })
-    }
-
-    async fn fetch_token(&self) -> Result<AccessToken> {
-        let op = routes::TOKEN;
-        let inner = &self.inner;
-        let call = Call {
-            op,
-            method: Method::POST,
-            url: inner.token_url.clone(),
-            body: Body::Form(token_form(
-                &inner.client_id,
-                &inner.client_secret,
-                inner.scope.as_deref(),
-            )),
-            auth: false,
-            // Asking for a token twice is harmless.
-            idempotent: true,
-            gone_is_done: false,
-        };
-        let answer = match self.execute(&call, false).await {
-            Ok(a) => a,
-            Err(
-                Error::Unauthorized { message, .. }
-                | Error::Forbidden { message, .. }
-                | Error::Invalid { message, .. },
-            ) => {
-                return Err(Error::Unauthorized {
+            let Some(cursor) = next else {
+                return Ok(());
+            };
+            if cursor.len() > MAX_CURSOR_BYTES {
+                return Err(Error::Decode {
                     op,
                     message: format!(
-                        "the token endpoint refused API client {:?}: {message}",
-                        inner.client_id
+                        "the server sent a page cursor of {} bytes (at most {MAX_CURSOR_BYTES} \
+                         accepted)",
+                        cursor.len()
                     ),
                 });
             }
-            Err(e) => return Err(e),
-        };
-        let resp: TokenResponse = decode(op, answer)?;
-        tracing::debug!("StackPath access token obtained");
-        Ok(resp.into_token(Instant::now()))
-    }
-
-    /// Sends a call, retrying what is safe to retry, refreshing the token once on a 401.
-    async fn execute(&self, call: &Call, streaming: bool) -> Result<Answer> {
-        let inner = &self.inner;
-        let mut attempt: u32 = 0;
-        let mut reauthenticated = false;
-        loop {
-            attempt += 1;
-            if let Some(limiter) = &inner.limiter {
-                limiter.acquire().await;
+            if !seen.insert(cursor.clone()) {
+                return Err(Error::Decode {
+                    op,
+                    message: format!("the server repeated page cursor {cursor:?}"),
+                });
             }
-            let token = if call.auth {
-                Some(self.token().await?)
-            } else {
-                None
-            };
-            let span = tracing::debug_span!(
-                "stackpath_call",
-                method = call.op.method,
-                route = call.op.route,
-                attempt
-            );
-            let outcome = self
-                .attempt(call, token.as_ref(), streaming)
-                .instrument(span)
-                .await;
-            match outcome {
-                Outcome::Done { answer, .. } => return Ok(answer),
-                Outcome::Status { status: 401, .. } if call.auth && !reauthenticated => {
-                    // The token was rejected (revoked, or expired early): get a new one once.
-                    if let Some(t) = &token {
-                        inner.tokens.invalidate(t);
-                    }
-                    reauthenticated = true;
-                    attempt -= 1;
-                }
-                Outcome::Status {
-                    status,
-                    retry_after,
-                    body,
-                } => {
-                    let err = Error::from_response(call.op, status, &body, retry_after);
-                    let err = self.redact(err);
-                    if call.gone_is_done && attempt > 1 && err.is_not_found() {
-                        return Ok(Answer::Full(Bytes::new()));
-                    }
-                    // A 429 means the server did not act: safe to resend even a POST.
-                    let retryable = match &err {
-                        Error::RateLimited { .. } => true,
-                        Error::Server { .. } => call.idempotent,
-                        _ => false,
-                    };
-                    if !retryable || !inner.retry.may_retry(attempt) {
-                        return Err(err);
-                    }
-                    let hint = if matches!(err, Error::RateLimited { .. }) {
-                        retry_after
-                    } else {
-                        None
-                    };
-                    match inner.retry.delay(attempt, hint) {
-                        Some(delay) => {
-                            tracing::debug!(
-                                route = call.op.route,
-                                status,
-                                delay_ms = delay.as_millis() as u64,
-                                "retrying StackPath call"
-                            );
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => return Err(err),
-                    }
-                }
-                Outcome::Failed {
-                    message,
-                    sent,
-                    source,
-                } => {
-                    let err = Error::Transport {
-                        op: call.op,
-                        message,
-                        request_sent: sent,
-                        source,
-                    };
-                    // Not sent: nothing happened server-side, any method may go again.
-                    if (sent && !call.idempotent) || !inner.retry.may_retry(attempt) {
-                        return Err(err);
-                    }
-                    let delay = inner.retry.backoff(attempt);
-                    tracing::debug!(
-                        route = call.op.route,
-                        error = %err,
-                        delay_ms = delay.as_millis() as u64,
-                        "retrying StackPath call"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            after = Some(cursor);
         }
-    }
-
-    /// One HTTP attempt, timed, observed and logged (never with bodies).
-    async fn attempt(&self, call: &Call, token: Option<&AccessToken>, streaming: bool) -> Outcome {
-        let inner = &self.inner;
-        let mut req = inner
-            .http
-            .request(call.method.clone(), call.url.clone())
-            .header(
-                ACCEPT,
-                if streaming {
-                    "text/plain, application/json"
-                } else {
-                    "application/json"
-                },
-            );
-        if let Some(token) = token {
-            req = req.bearer_auth(token.value.expose());
-        }
-        req = match &call.body {
-            Body::Empty => req,
-            Body::Json(bytes) => req
-                .header(CONTENT_TYPE, "application/json")
-                .body(bytes.clone()),
-            Body::Form(form) => req.form(form),
-        };
-        let timeout = inner.request_timeout;
-        let start = Instant::now();
-        let outcome = if streaming {
-            match tokio::time::timeout(timeout, req.send()).await {
-                Err(_) => Outcome::Failed {
-                    message: format!("no response within {}s", timeout.as_secs_f64()),
-                    sent: true,
-                    source: None,
-                },
-                Ok(Err(e)) => failed(e, timeout),
-                Ok(Ok(resp)) if resp.status().is_success() => Outcome::Done {
-                    status: resp.status().as_u16(),
-                    answer: Answer::Stream(resp),
-                },
-                Ok(Ok(resp)) => match tokio::time::timeout(timeout, read_status(resp)).await {
-                    Ok(o) => o,
-                    Err(_) => Outcome::Failed {
-                        message: format!("error body not read within {}s", timeout.as_secs_f64()),
-                        sent: true,
-                        source: None,
-                    },
-                },
-            }
-        } else {
-            match req.timeout(timeout).send().await {
-                Err(e) => failed(e, timeout),
-                Ok(resp) if resp.status().is_success() => {
-                    let status = resp.status().as_u16();
-                    match resp.bytes().await {
-                        Ok(body) => Outcome::Done {
-                            status,
-                            answer: Answer::Full(body),
-                        },
-                        Err(e) => failed(e, timeout),
-                    }
-                }
-                Ok(resp) => read_status(resp).await,
-            }
-        };
-        let elapsed = start.elapsed();
-        let status = match &outcome {
-            Outcome::Done { status, .. } | Outcome::Status { status, .. } => Some(*status),
-            Outcome::Failed { .. } => None,
-        };
-        match &outcome {
-            Outcome::Failed { message, sent, .. } => tracing::debug!(
-                elapsed_ms = elapsed.as_millis() as u64,
-                request_sent = sent,
-                error = %message,
-                "StackPath call failed"
+        Err(Error::Decode {
+            op,
+            message: format!(
+                "the list did not end after {MAX_PAGES} pages of {PAGE_SIZE}; the server keeps \
+                 sending new page cursors"
             ),
-            _ => tracing::debug!(
-                status,
-                elapsed_ms = elapsed.as_millis() as u64,
-                "StackPath call"
-            ),
-        }
-        if let Some(observer) = &inner.observer {
-            observer.observe(call.op.route, call.op.method, status, elapsed);
-        }
-        outcome
+        })
     }
-
-    /// Removes the client secret from a message, in case a server echoes the request.
-    fn redact(&self, err: Error) -> Error {
-        let secret = self.inner.client_secret.expose();
-        if secret.is_empty() {
-            return err;
-        }
-        let clean = |m: String| {
-            if m.contains(secret) {
-                m.replace(secret, "***")
-            } else {
-                m
-            }
-        };
-        match err {
-            Error::NotFound { op, message } => Error::NotFound {
-                op,
-                message: clean(message),
-            },
-            Error::Conflict { op, message } => Error::Conflict {
-                op,
-                message: clean(message),
-            },
-            Error::Unauthorized { op, message } => Error::Unauthorized {
-                op,
-                message: clean(message),
-            },
-            Error::Forbidden { op, message } => Error::Forbidden {
-                op,
-                message: clean(message),
-            },
-            Error::RateLimited {
-                op,
-                retry_after,
-                message,
-            } => Error::RateLimited {
-                op,
-                retry_after,
-                message: clean(message),
-            },
-            Error::Invalid {
-                op,
-                message,
-                details,
-            } => Error::Invalid {
-                op,
-                message: clean(message),
-                details,
-            },
-            Error::Server {
-                op,
-                status,
-                message,
-            } => Error::Server {
-                op,
-                status,
-                message: clean(message),
-            },
-            other => other,
-        }
-    }
-}
-
-async fn read_status(resp: reqwest::Response) -> Outcome {
-    let status = resp.status().as_u16();
-    let retry_after = parse_retry_after(resp.headers().get(RETRY_AFTER));
-    match resp.bytes().await {
-        Ok(body) => Outcome::Status {
-            status,
-            retry_after,
-            body,
-        },
-        // The status is what matters; a body cut short only loses the message.
-        Err(_) => Outcome::Status {
-            status,
-            retry_after,
-            body: Bytes::new(),
-        },
-    }
-}
-
-fn failed(e: reqwest::Error, timeout: Duration) -> Outcome {
-    // A connect error (refused, DNS, TLS handshake, connect timeout) happens before the
-    // request is written; anything later may have reached the server.
-    let sent = !e.is_connect();
-    let message = if e.is_timeout() && sent {
-        format!("no complete response within {}s", timeout.as_secs_f64())
-    } else if e.is_connect() {
-        format!("cannot connect: {}", error_chain(&e))
-    } else {
-        format!("request failed: {}", error_chain(&e))
-    };
-    Outcome::Failed {
-        message,
-        sent,
-        source: Some(e),
-    }
-}
-
-/// The error and its causes on one line (reqwest's own Display hides the interesting part,
-/// e.g. the certificate problem, in the source chain).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
-fn join(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().extend(segments);
-    }
-    url
 }
 
 fn set_query(url: &mut Url, query: &[(&'static str, String)]) {
@@ -888,28 +443,6 @@ fn set_query(url: &mut Url, query: &[(&'static str, String)]) {
         url.query_pairs_mut()
             .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
     }
-}
-
-fn json_body<T: serde::Serialize>(op: Operation, value: &T) -> Result<Bytes> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| Error::Decode {
-            op,
-            message: format!("cannot serialize the request: {e}"),
-        })
-}
-
-fn decode<T: DeserializeOwned>(op: Operation, answer: Answer) -> Result<T> {
-    let Answer::Full(bytes) = answer else {
-        return Err(Error::Decode {
-            op,
-            message: "expected a body, got a stream".into(),
-        });
-    };
-    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-        op,
-        message: format!("the response is not the expected JSON: {e}"),
-    })
 }
 
 fn unwrap_workload(op: Operation, resp: WorkloadResponse) -> Result<Workload> {

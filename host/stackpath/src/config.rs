@@ -35,13 +35,20 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     /// Time allowed to open a TCP + TLS connection.
     pub connect_timeout: Duration,
-    /// Time allowed for a whole call (request and response body); for log streams, the time
-    /// allowed until the response headers.
+    /// Time allowed for one HTTP attempt, token requests included: connecting, sending, and
+    /// the whole response body (for log streams, until the response headers; their body has
+    /// `log_idle_timeout`). Each retry gets its own.
     pub request_timeout: Duration,
     /// A log stream that delivers no byte for this long ends with an error; `None` waits
     /// forever (a quiet `logs -f` is legitimate, so keep this generous).
     pub log_idle_timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// The largest response body accepted, but for metrics; a larger one fails the call with
+    /// [`Error::TooLarge`]. A page of 1,000 workloads is about 5 MiB.
+    pub max_response_bytes: usize,
+    /// The largest metrics response accepted. An hour of 1-minute CPU and memory samples for
+    /// 10,000 instances, asked for the whole stack at once, is about 60 MiB.
+    pub max_metrics_response_bytes: usize,
     /// Client-side request rate limit, shared by all clones of the client; `None` = unlimited.
     pub rate_limit: Option<RateLimit>,
     /// The version in the user agent `vk-stackpath/<version>`.
@@ -53,7 +60,7 @@ pub struct Config {
 impl Config {
     /// A configuration with defaults: `api_host` as `SP_API_HOST` (empty means
     /// [`DEFAULT_API_HOST`]); 5 s connect and 30 s request timeouts; 5 retries; 20 requests/s
-    /// with bursts of 40.
+    /// with bursts of 40; responses up to 32 MiB (metrics 256 MiB).
     pub fn new(
         api_host: &str,
         stack_id: impl Into<String>,
@@ -82,6 +89,8 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             log_idle_timeout: Some(Duration::from_secs(30 * 60)),
             retry: RetryPolicy::default(),
+            max_response_bytes: 32 << 20,
+            max_metrics_response_bytes: 256 << 20,
             rate_limit: Some(RateLimit::default()),
             user_agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             observer: None,
@@ -107,6 +116,11 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("log_idle_timeout", &self.log_idle_timeout)
             .field("retry", &self.retry)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field(
+                "max_metrics_response_bytes",
+                &self.max_metrics_response_bytes,
+            )
             .field("rate_limit", &self.rate_limit)
             .field("user_agent_version", &self.user_agent_version)
             .field("observer", &self.observer.as_ref().map(|_| "…"))

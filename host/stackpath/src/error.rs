@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::model::{ApiStatus, ApiStatusDetail};
+use crate::redact::{MAX_FIELD_CHARS, cap};
 
 /// Which API call an error belongs to: the HTTP method and the spec's route template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +20,9 @@ impl fmt::Display for Operation {
 }
 
 /// Errors of the StackPath client. Each names the call that failed and carries the API's
-/// message; none ever contains the client secret or a token.
+/// message; none ever contains a secret of the request (client secret, token, `Secret` values
+/// of the body), and each text from the server is capped at 1 KiB. The `Display` text is
+/// complete on its own (callers often keep only it); `source()` gives the typed cause.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -77,8 +80,50 @@ pub enum Error {
     #[error("StackPath API {op}: unreadable response: {message}")]
     Decode { op: Operation, message: String },
 
-    #[error("StackPath client configuration: {message}")]
-    Config { message: String },
+    /// The server answered 2xx with a body larger than the client accepts (read up to the
+    /// limit, or announced so by its `Content-Length`).
+    #[error(
+        "StackPath API {op}: the response is larger than {limit} bytes{}; ask for less (a \
+         smaller page or time range) or raise the limit (Config::max_response_bytes, \
+         max_metrics_response_bytes for metrics)",
+        fmt_announced(*.announced)
+    )]
+    TooLarge {
+        op: Operation,
+        limit: usize,
+        /// The size the server announced, when it did.
+        announced: Option<u64>,
+    },
+
+    /// The request could not be serialized (a bug in the caller's data, e.g. a map with
+    /// non-string keys).
+    #[error("StackPath API {op}: cannot serialize the request: {source}")]
+    Encode {
+        op: Operation,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("StackPath client configuration: {message}{}", fmt_cause(.source))]
+    Config {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// The cause, in the text too: callers often keep only `to_string()`, and it must still say
+/// what went wrong (the typed source stays available to callers that inspect it).
+fn fmt_cause(source: &Option<Box<dyn std::error::Error + Send + Sync>>) -> String {
+    source
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default()
+}
+
+fn fmt_announced(n: Option<u64>) -> String {
+    n.map(|n| format!(" (it announced {n})"))
+        .unwrap_or_default()
 }
 
 fn fmt_retry_after(d: Option<Duration>) -> String {
@@ -88,13 +133,26 @@ fn fmt_retry_after(d: Option<Duration>) -> String {
     }
 }
 
+/// Details shown in an error's text; the rest are counted.
+const MAX_SHOWN_DETAILS: usize = 8;
+
 fn fmt_details(details: &[ApiStatusDetail]) -> String {
     if details.is_empty() {
-        String::new()
-    } else {
-        let parts: Vec<String> = details.iter().map(|d| d.to_string()).collect();
-        format!(" [{}]", parts.join("; "))
+        return String::new();
     }
+    let mut parts: Vec<String> = details
+        .iter()
+        .take(MAX_SHOWN_DETAILS)
+        .map(|d| {
+            let mut text = d.to_string();
+            cap(&mut text, MAX_FIELD_CHARS);
+            text
+        })
+        .collect();
+    if details.len() > MAX_SHOWN_DETAILS {
+        parts.push(format!("{} more", details.len() - MAX_SHOWN_DETAILS));
+    }
+    format!(" [{}]", parts.join("; "))
 }
 
 /// gRPC status codes the API puts in `code`.
@@ -178,7 +236,9 @@ impl Error {
             | Error::Invalid { op, .. }
             | Error::Server { op, .. }
             | Error::Transport { op, .. }
-            | Error::Decode { op, .. } => Some(*op),
+            | Error::Decode { op, .. }
+            | Error::TooLarge { op, .. }
+            | Error::Encode { op, .. } => Some(*op),
             Error::Config { .. } => None,
         }
     }
@@ -195,6 +255,8 @@ impl Error {
             Error::Server { .. } => "server",
             Error::Transport { .. } => "transport",
             Error::Decode { .. } => "decode",
+            Error::TooLarge { .. } => "too_large",
+            Error::Encode { .. } => "encode",
             Error::Config { .. } => "config",
         }
     }
@@ -226,7 +288,50 @@ impl Error {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config {
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// A configuration error caused by `source` (shown by callers that print the chain).
+    pub(crate) fn config_caused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Config {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The error's own text (StackPath's message, or what went wrong), if it has one.
+    fn message_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Error::NotFound { message, .. }
+            | Error::Conflict { message, .. }
+            | Error::Unauthorized { message, .. }
+            | Error::Forbidden { message, .. }
+            | Error::RateLimited { message, .. }
+            | Error::Invalid { message, .. }
+            | Error::Server { message, .. }
+            | Error::Transport { message, .. }
+            | Error::Decode { message, .. }
+            | Error::Config { message, .. } => Some(message),
+            Error::TooLarge { .. } | Error::Encode { .. } => None,
+        }
+    }
+
+    /// Applies `f` to every text of the error that came from outside (the message and each
+    /// string of `details`), in place: how secrets are masked and long texts capped.
+    pub(crate) fn map_text(mut self, mut f: impl FnMut(&mut String)) -> Self {
+        if let Some(message) = self.message_mut() {
+            f(message);
+        }
+        if let Error::Invalid { details, .. } = &mut self {
+            for detail in details {
+                detail.map_strings(&mut f);
+            }
+        }
+        self
     }
 }
 
@@ -251,6 +356,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     const OP: Operation = Operation {
         method: "GET",
@@ -321,6 +427,86 @@ mod tests {
                 assert_eq!(details[0].field_violations()[0].field, "workload.slug")
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn map_text_reaches_message_and_every_detail_string() {
+        let body = r#"{"code":3,"message":"m-X","details":[{"@type":"t-X","k-X":["a-X",{"n-X":"b-X"}],"num":1}]}"#;
+        let err = classify(400, body).map_text(|t| *t = t.replace('X', "Y"));
+        let Error::Invalid {
+            message, details, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(message, "m-Y");
+        let json = serde_json::to_string(&details[0]).unwrap();
+        assert_eq!(
+            json,
+            r#"{"@type":"t-Y","k-Y":["a-Y",{"n-Y":"b-Y"}],"num":1}"#
+        );
+        assert!(!format!("{err:?}").contains('X'));
+    }
+
+    #[test]
+    fn many_details_are_counted_not_all_shown() {
+        let details: Vec<String> = (0..50)
+            .map(|i| format!(r#"{{"@type":"t","n":{i},"s":"{}"}}"#, "z".repeat(3000)))
+            .collect();
+        let body = format!(
+            r#"{{"code":3,"message":"m","details":[{}]}}"#,
+            details.join(",")
+        );
+        let text = classify(400, &body).to_string();
+        assert!(text.contains("42 more"), "{}", &text[text.len() - 50..]);
+        assert!(text.len() < 9 * 1100, "{}", text.len());
+    }
+
+    #[test]
+    fn config_error_says_its_cause_and_keeps_it_typed() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Error::config_caused("cannot read the CA file /x (SP_CA_FILE)", io);
+        assert_eq!(
+            err.to_string(),
+            "StackPath client configuration: cannot read the CA file /x (SP_CA_FILE): no such file"
+        );
+        let source = std::error::Error::source(&err).expect("source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_error_answer_classifies_and_redacts_within_bounds(
+            status in 100u16..1000,
+            body in proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+                "\\PC{0,3000}".prop_map(String::into_bytes),
+                ("[0-9-]{1,12}", "\\PC{0,2000}", "\\PC{0,2000}").prop_map(|(code, m, d)| {
+                    serde_json::json!({"code": code.parse::<i64>().unwrap_or(0), "message": m,
+                        "details": [{"@type": d.clone(), "f": [d]}]})
+                    .to_string()
+                    .into_bytes()
+                }),
+            ],
+            secret in "[ -~]{1,20}",
+            retry_after in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            // A secret of only `*` cannot be told from the mask (see `Redactor::new`).
+            proptest::prop_assume!(secret.chars().any(|c| c != '*'));
+            let retry_after = retry_after.map(std::time::Duration::from_secs);
+            let err = Error::from_response(OP, status, &body, retry_after);
+            let err = crate::redact::Redactor::new([secret.as_str()]).apply(err);
+            let text = err.to_string();
+            proptest::prop_assert!(text.chars().count() < 12_000, "{}", text.len());
+            let debug = format!("{err:?}");
+            proptest::prop_assert!(debug.len() < 200_000, "{}", debug.len());
+            let mut texts = Vec::new();
+            err.map_text(|t| texts.push(t.clone()));
+            for t in texts {
+                proptest::prop_assert!(!t.contains(&secret), "{:?} in {:?}", secret, t);
+                proptest::prop_assert!(t.chars().count() <= crate::redact::MAX_FIELD_CHARS + 1);
+            }
         }
     }
 

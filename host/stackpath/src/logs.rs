@@ -9,6 +9,10 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 use crate::error::{Error, Operation};
+use crate::routes;
+
+/// The most bytes [`LogStream::collect_bytes`] gathers.
+pub(crate) const MAX_COLLECTED_BYTES: usize = 64 << 20;
 
 /// The options of `GET …/instances/{instance_name}/logs`, mirroring `kubectl logs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -133,11 +137,21 @@ impl LogStream {
         Self { inner: Box::pin(s) }
     }
 
-    /// Reads the whole stream into memory (for tests and small, non-follow reads).
+    /// Reads the whole stream into memory (for tests and small, non-follow reads), at most
+    /// 64 MiB; a longer log is [`Error::TooLarge`] (ask for less with
+    /// `limit_bytes` or `tail_lines`, or read the stream chunk by chunk).
     pub async fn collect_bytes(mut self) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
         while let Some(chunk) = self.next().await {
-            out.extend_from_slice(&chunk?);
+            let chunk = chunk?;
+            if chunk.len() > MAX_COLLECTED_BYTES - out.len() {
+                return Err(Error::TooLarge {
+                    op: routes::INSTANCE_LOGS,
+                    limit: MAX_COLLECTED_BYTES,
+                    announced: None,
+                });
+            }
+            out.extend_from_slice(&chunk);
         }
         Ok(out)
     }

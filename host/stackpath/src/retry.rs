@@ -71,20 +71,33 @@ impl RetryPolicy {
     }
 }
 
-/// Parses `Retry-After` in its seconds form (the form API gateways send). An HTTP date is
-/// not understood and reads as absent, which falls back to the backoff.
+/// The longest `Retry-After` believed; longer ones are read as this. A day is far past any
+/// real rate-limit window, and small enough that callers may add it to a clock.
+pub(crate) const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `Retry-After` in its seconds form (the form API gateways send), clamped to
+/// [`RETRY_AFTER_CAP`]. An HTTP date, a negative or non-numeric value is not understood and
+/// reads as absent, which falls back to the backoff.
 pub(crate) fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
     let text = value?.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let secs: f64 = text.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    let secs = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let secs: f64 = text.parse().ok()?;
+            if secs.is_nan() || secs < 0.0 {
+                return None;
+            }
+            // Saturates instead of panicking past u64::MAX seconds (or at infinity).
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        }
+    };
+    Some(secs.min(RETRY_AFTER_CAP))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use reqwest::header::HeaderValue;
 
     #[test]
@@ -135,5 +148,53 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after(None), None);
+        for huge in [
+            "1e30",
+            "inf",
+            "99999999999999999999999",
+            "18446744073709551615",
+        ] {
+            assert_eq!(
+                parse_retry_after(Some(&HeaderValue::from_static(huge))),
+                Some(RETRY_AFTER_CAP),
+                "{huge}"
+            );
+        }
+        for junk in ["-1", "NaN", "-inf", "1 2", ""] {
+            assert_eq!(
+                parse_retry_after(Some(&HeaderValue::from_static(junk))),
+                None
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_parses_within_the_cap(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Ok(value) = HeaderValue::from_bytes(&bytes)
+                && let Some(d) = parse_retry_after(Some(&value))
+            {
+                proptest::prop_assert!(d <= RETRY_AFTER_CAP);
+            }
+        }
+
+        #[test]
+        fn any_number_parses_within_the_cap(
+            text in proptest::prop_oneof![
+                proptest::num::f64::ANY.prop_map(|f| f.to_string()),
+                proptest::num::f64::ANY.prop_map(|f| format!("{f:e}")),
+                proptest::num::u128::ANY.prop_map(|n| n.to_string()),
+                "[0-9]{1,60}(\\.[0-9]{0,20})?",
+            ],
+        ) {
+            let value = HeaderValue::from_str(&text).expect("ASCII");
+            if let Some(d) = parse_retry_after(Some(&value)) {
+                proptest::prop_assert!(d <= RETRY_AFTER_CAP);
+                // What a caller may do with it.
+                let _ = tokio::time::Instant::now() + d;
+            }
+            let p = RetryPolicy::default();
+            let _ = p.delay(1, parse_retry_after(Some(&value)));
+        }
     }
 }

@@ -334,6 +334,53 @@ async fn every_operation_round_trips() {
 }
 
 #[tokio::test]
+async fn stack_metrics_attribute_every_instance() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let c = client(&emu);
+    let mut expected = BTreeMap::new();
+    for slug in ["metrics-a", "metrics-b"] {
+        let id = c
+            .create_workload(&workload(slug))
+            .await
+            .expect("create")
+            .id
+            .expect("id");
+        let instance = format!("{slug}-city-code-dfw-0");
+        wait_running(&c, &id, &instance).await;
+        expected.insert(instance, id);
+    }
+    let now = chrono::Utc::now();
+    let before = route_count(
+        &stats(&emu).await,
+        "GET /workload/v1/stacks/{stack_id}/metrics",
+    );
+    let m = c
+        .stack_metrics(now - chrono::Duration::minutes(5), now)
+        .await
+        .expect("stack metrics");
+    let after = route_count(
+        &stats(&emu).await,
+        "GET /workload/v1/stacks/{stack_id}/metrics",
+    );
+    assert_eq!(after - before, 1, "one call for the whole stack");
+    for name in ["cpu", "memory"] {
+        let by_owner = m.latest_by_owner(name);
+        let seen: BTreeMap<String, String> = by_owner
+            .iter()
+            .map(|(owner, value)| {
+                assert!(*value > 0.0, "{name} {owner:?} {value}");
+                (
+                    owner.instance_name.clone().expect("instance label"),
+                    owner.workload_id.clone().expect("workload label"),
+                )
+            })
+            .collect();
+        assert_eq!(seen, expected, "{name}: {m:?}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_expiry_mid_run_is_transparent() {
     let emu = emulator(EmulatorConfig {
         token_lifetime: Duration::from_secs(1),

@@ -38,6 +38,13 @@ pub struct FieldViolation {
 }
 
 impl ApiStatusDetail {
+    /// Applies `f` to every string of the detail, in place: its type, and each key and string
+    /// value of its fields at any depth.
+    pub(crate) fn map_strings(&mut self, f: &mut impl FnMut(&mut String)) {
+        f(&mut self.type_url);
+        self.fields = map_entries(std::mem::take(&mut self.fields), f);
+    }
+
     /// The field violations, when this detail is a `stackpath.rpc.BadRequest`.
     pub fn field_violations(&self) -> Vec<FieldViolation> {
         if !self.type_url.ends_with("stackpath.rpc.BadRequest") {
@@ -48,6 +55,30 @@ impl ApiStatusDetail {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default()
     }
+}
+
+/// `f` over each key and each string value (at any depth) of a JSON object's entries.
+fn map_entries<M>(entries: M, f: &mut impl FnMut(&mut String)) -> M
+where
+    M: IntoIterator<Item = (String, serde_json::Value)> + FromIterator<(String, serde_json::Value)>,
+{
+    fn value(v: &mut serde_json::Value, f: &mut impl FnMut(&mut String)) {
+        match v {
+            serde_json::Value::String(s) => f(s),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| value(v, f)),
+            serde_json::Value::Object(map) => *map = map_entries(std::mem::take(map), f),
+            serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+            }
+        }
+    }
+    entries
+        .into_iter()
+        .map(|(mut k, mut v)| {
+            f(&mut k);
+            value(&mut v, f);
+            (k, v)
+        })
+        .collect()
 }
 
 impl std::fmt::Display for ApiStatusDetail {

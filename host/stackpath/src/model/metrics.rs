@@ -1,6 +1,8 @@
 //! Usage metrics (`prometheusMetrics`), as returned by `GET …/stacks/{stack_id}/metrics`, and
 //! the query that asks for them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -45,13 +47,77 @@ impl Metrics {
     /// The most recent sample of the series named `name` (its `__name__` label, e.g. `cpu` in
     /// cores or `memory` in bytes for `type=INSTANCE`), across all series of that name.
     pub fn latest(&self, name: &str) -> Option<f64> {
+        newest(self.named(name).flat_map(|(_, samples)| samples)).map(|(_, v)| v)
+    }
+
+    /// The most recent sample of the series named `name`, per workload, instance and
+    /// container: for a stack-wide answer ([`MetricsQuery::stack`]), one entry per instance
+    /// (or per container, where StackPath reports containers). Series without a readable
+    /// sample are left out.
+    pub fn latest_by_owner(&self, name: &str) -> BTreeMap<SeriesOwner, f64> {
+        let mut newest_by: BTreeMap<SeriesOwner, (f64, f64)> = BTreeMap::new();
+        for (labels, samples) in self.named(name) {
+            let Some(sample) = newest(samples.into_iter()) else {
+                continue;
+            };
+            newest_by
+                .entry(SeriesOwner::of(labels))
+                .and_modify(|kept| {
+                    if sample.0 > kept.0 {
+                        *kept = sample;
+                    }
+                })
+                .or_insert(sample);
+        }
+        newest_by.into_iter().map(|(k, (_, v))| (k, v)).collect()
+    }
+
+    fn named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a StringMap, Vec<&'a DataValue>)> + 'a {
         self.series()
             .into_iter()
-            .filter(|(labels, _)| labels.get("__name__").map(String::as_str) == Some(name))
-            .flat_map(|(_, samples)| samples)
-            .filter_map(|s| Some((s.unix_time.as_deref()?.parse::<f64>().ok()?, s.as_f64()?)))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, v)| v)
+            .filter(move |(labels, _)| labels.get(LABEL_NAME).map(String::as_str) == Some(name))
+    }
+}
+
+/// The (time, value) of the newest sample with a readable time and value.
+fn newest<'a>(samples: impl Iterator<Item = &'a DataValue>) -> Option<(f64, f64)> {
+    samples
+        .filter_map(|s| Some((s.unix_seconds()?, s.as_f64()?)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The label naming the metric (`cpu`, `memory`, `receive_bytes`, …).
+pub const LABEL_NAME: &str = "__name__";
+/// The label holding the workload's id on instance series.
+pub const LABEL_WORKLOAD_ID: &str = "workload_id";
+/// The label holding the instance's name on instance series.
+pub const LABEL_INSTANCE_NAME: &str = "instance_name";
+/// The label holding the container's name, on series StackPath reports per container.
+pub const LABEL_CONTAINER_NAME: &str = "container_name";
+
+/// Which workload, instance and container a series is about, read from its labels
+/// ([`LABEL_WORKLOAD_ID`], [`LABEL_INSTANCE_NAME`], [`LABEL_CONTAINER_NAME`]). A field is
+/// `None` when the series does not carry that label: no container for a series that covers
+/// the whole instance, nothing at all for a series summed over the stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesOwner {
+    pub workload_id: Option<String>,
+    pub instance_name: Option<String>,
+    pub container_name: Option<String>,
+}
+
+impl SeriesOwner {
+    /// The owner named by a series' labels.
+    pub fn of(labels: &StringMap) -> Self {
+        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty()).cloned();
+        Self {
+            workload_id: get(LABEL_WORKLOAD_ID),
+            instance_name: get(LABEL_INSTANCE_NAME),
+            container_name: get(LABEL_CONTAINER_NAME),
+        }
     }
 }
 
@@ -123,10 +189,20 @@ pub struct DataValue {
 }
 
 impl DataValue {
-    /// The sample as a number, if it parses.
+    /// The sample as a number, if it parses to a finite one (a `NaN` or `Inf` from the server
+    /// would poison any sum or rate a caller keeps).
     pub fn as_f64(&self) -> Option<f64> {
-        self.value.as_deref()?.trim().parse().ok()
+        finite(self.value.as_deref()?)
     }
+
+    /// The sample's time in seconds since the Unix epoch, if it parses to a finite number.
+    pub fn unix_seconds(&self) -> Option<f64> {
+        finite(self.unix_time.as_deref()?)
+    }
+}
+
+fn finite(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// `v1GetMetricsRequestType`.
@@ -195,6 +271,19 @@ impl MetricsQuery {
         }
     }
 
+    /// CPU and memory of every instance of the stack over `[start, end]`: no `workload_id`
+    /// (the whole stack, in one unpaged answer) and grouped by instance, so each series
+    /// carries the labels that attribute it ([`SeriesOwner`]).
+    pub fn stack(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        Self {
+            start_date: Some(start),
+            end_date: Some(end),
+            metrics_type: Some(MetricsType::Instance),
+            group_by: Some(MetricsGroupBy::InstanceName),
+            ..Self::default()
+        }
+    }
+
     /// The query string pairs, in the spec's names.
     pub fn to_query(&self) -> Vec<(&'static str, String)> {
         fn enum_str<T: Serialize>(v: &T) -> String {
@@ -258,6 +347,69 @@ mod tests {
         assert_eq!(m.latest("cpu"), Some(0.75));
         assert_eq!(m.latest("memory"), Some(1_048_576.0));
         assert_eq!(m.latest("disk"), None);
+    }
+
+    #[test]
+    fn stack_answer_is_attributed_per_instance_and_container() {
+        let m: Metrics = serde_json::from_value(serde_json::json!({
+            "status": "SUCCESS",
+            "data": {"matrix": {"results": [
+                {"metric": {"__name__": "cpu", "workload_id": "w1", "instance_name": "a-0"},
+                 "values": [{"unixTime": "100", "value": "0.5"}, {"unixTime": "160", "value": "0.25"}]},
+                {"metric": {"__name__": "cpu", "workload_id": "w2", "instance_name": "b-0",
+                            "container_name": "app"},
+                 "values": [{"unixTime": "160", "value": "1.5"}]},
+                {"metric": {"__name__": "cpu", "workload_id": "w2", "instance_name": "b-0",
+                            "container_name": "side"},
+                 "values": [{"unixTime": "160", "value": "NaN"}, {"unixTime": "100", "value": "0.1"}]},
+                {"metric": {"__name__": "cpu", "workload_id": "w3", "instance_name": "c-0"},
+                 "values": [{"unixTime": "x", "value": "1"}]},
+                {"metric": {"__name__": "memory", "workload_id": "w1", "instance_name": "a-0"},
+                 "values": [{"unixTime": "160", "value": "1048576"}]}
+            ]}}
+        }))
+        .expect("metrics");
+        let owner = |w: &str, i: &str, c: Option<&str>| SeriesOwner {
+            workload_id: Some(w.into()),
+            instance_name: Some(i.into()),
+            container_name: c.map(Into::into),
+        };
+        let cpu = m.latest_by_owner("cpu");
+        assert_eq!(
+            cpu,
+            BTreeMap::from([
+                (owner("w1", "a-0", None), 0.25),
+                (owner("w2", "b-0", Some("app")), 1.5),
+                // The NaN sample is skipped, not taken as the newest.
+                (owner("w2", "b-0", Some("side")), 0.1),
+            ])
+        );
+        assert_eq!(
+            m.latest_by_owner("memory")[&owner("w1", "a-0", None)],
+            1_048_576.0
+        );
+        assert_eq!(m.latest("cpu"), Some(1.5));
+    }
+
+    #[test]
+    fn stack_query_has_no_workload_and_groups_by_instance() {
+        let t = DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .expect("t")
+            .to_utc();
+        let pairs: Vec<String> = MetricsQuery::stack(t, t)
+            .to_query()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                "start_date=2026-11-25T10:00:00Z",
+                "end_date=2026-11-25T10:00:00Z",
+                "type=INSTANCE",
+                "group_by=INSTANCE_NAME"
+            ]
+        );
     }
 
     #[test]
