@@ -12,6 +12,25 @@
 //!   and a client side for tests), streams as `AsyncRead + AsyncWrite`, flow control, PING,
 //!   RST_STREAM and GOAWAY.
 //!
+//! Inside, the protocol is a state machine apart from the machinery that runs it: `state` takes
+//! a received frame or a local event and returns actions (frames to send, data for a stream,
+//! streams to wake or forget, the session's end), with no I/O, lock or task inside; `shared`
+//! holds it behind the session's lock together with what performs those actions (stream
+//! buffers and wakers, PING channels, the `outbox` of frames for the writer, the transport's
+//! sending half). Module dependencies inside the crate run one way, without cycles:
+//!
+//! ```text
+//! session      → stream, shared, state, codec, config, error, frame
+//! stream       → shared, state, error, frame
+//! shared       → state, outbox, codec, config, error, frame
+//! state        → config, error, frame
+//! outbox       → frame
+//! codec        → header_block, error, frame
+//! header_block → dictionary, error, frame
+//! config       → frame
+//! error        → frame
+//! ```
+//!
 //! The HTTP upgrade itself (the 101 answer and `X-Stream-Protocol-Version` negotiation) belongs to
 //! the HTTP server; hand the upgraded connection to [`Session::server`].
 //!
@@ -62,7 +81,9 @@ mod dictionary;
 pub mod error;
 pub mod frame;
 pub mod header_block;
+mod outbox;
 pub mod session;
+mod shared;
 mod state;
 pub mod stream;
 

@@ -22,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::StreamError;
 use crate::frame::{Headers, RstStatus, StreamId, SynStream};
-use crate::state::{Reply, Shared};
+use crate::shared::{Kick, Shared};
+use crate::state::Reply;
 
 /// A stream the peer opened, not yet answered. Dropping it refuses the stream
 /// (RST_STREAM REFUSED_STREAM).
@@ -81,38 +82,25 @@ impl IncomingStream {
             .syn
             .take()
             .expect("IncomingStream used after accept or reject");
-        let kick = self
-            .shared
-            .lock()
-            .accept(syn.stream_id, reply, syn.unidirectional);
-        self.shared.kick(kick);
+        self.shared
+            .apply(|s, out| s.accept(syn.stream_id, reply, syn.unidirectional, out));
         SpdyStream::new(self.shared.clone(), syn.stream_id, syn.headers)
     }
 
     /// Refuses the stream with RST_STREAM `status`.
     pub fn reject(mut self, status: RstStatus) {
         if let Some(syn) = self.syn.take() {
-            refuse(&self.shared, syn.stream_id, status);
+            self.shared
+                .apply(|s, out| s.refuse(syn.stream_id, status, out));
         }
     }
-}
-
-fn refuse(shared: &Shared, id: StreamId, status: RstStatus) {
-    let kick = {
-        let mut st = shared.lock();
-        if let Some(s) = st.streams.get_mut(&id) {
-            s.awaiting_accept = false;
-            s.handle_dropped = true;
-        }
-        st.reset(id, status)
-    };
-    shared.kick(kick);
 }
 
 impl Drop for IncomingStream {
     fn drop(&mut self) {
         if let Some(syn) = self.syn.take() {
-            refuse(&self.shared, syn.stream_id, RstStatus::RefusedStream);
+            self.shared
+                .apply(|s, out| s.refuse(syn.stream_id, RstStatus::RefusedStream, out));
         }
     }
 }
@@ -156,9 +144,8 @@ impl SpdyStream {
     /// For peer-opened streams: returns empty headers at once.
     pub async fn reply(&self) -> Result<Headers, StreamError> {
         poll_fn(|cx| {
-            let mut st = self.shared.lock();
-            let closed = st.closed.clone();
-            let Some(s) = st.streams.get_mut(&self.id) else {
+            let mut inner = self.shared.lock();
+            let Some(s) = inner.state.stream(self.id) else {
                 return Poll::Ready(Err(StreamError::ResetLocally {
                     stream_id: self.id,
                     status: RstStatus::Cancel,
@@ -172,13 +159,13 @@ impl SpdyStream {
             if let Some(e) = &s.reset {
                 return Poll::Ready(Err(e.clone()));
             }
-            if let Some(reason) = closed {
+            if let Some(reason) = inner.state.closed() {
                 return Poll::Ready(Err(StreamError::SessionClosed {
                     stream_id: self.id,
-                    reason,
+                    reason: reason.clone(),
                 }));
             }
-            s.reply_waker = Some(cx.waker().clone());
+            inner.stream_io(self.id).reply_waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await
@@ -186,44 +173,47 @@ impl SpdyStream {
 
     /// Aborts the stream with RST_STREAM `status`. Pending reads and writes fail.
     pub fn reset(&self, status: RstStatus) {
-        let kick = self.shared.lock().reset(self.id, status);
-        self.shared.kick(kick);
+        self.shared.apply(|s, out| s.reset(self.id, status, out));
     }
 
     /// Queues FIN without waiting for it to be written (the non-async form of `shutdown`).
     pub fn finish(&self) {
-        let kick = self.shared.lock().queue_fin(self.id);
-        self.shared.kick(kick);
+        self.shared.apply(|s, out| s.send_fin(self.id, out));
     }
 
     /// Whether the peer has half-closed (FIN seen) and all its data has been read.
     pub fn is_peer_finished(&self) -> bool {
-        let st = self.shared.lock();
-        st.streams
-            .get(&self.id)
-            .is_none_or(|s| s.recv_fin && s.recv_buf.is_empty())
+        let inner = self.shared.lock();
+        inner.state.stream(self.id).is_none_or(|s| {
+            s.recv_fin
+                && inner
+                    .stream_io_ref(self.id)
+                    .is_none_or(|io| io.recv_buf.is_empty())
+        })
     }
 
     fn poll_flushed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = self.shared.lock();
-        let closed = st.closed.clone();
-        let Some(s) = st.streams.get_mut(&self.id) else {
+        let mut inner = self.shared.lock();
+        let Some(s) = inner.state.stream(self.id) else {
             return Poll::Ready(Ok(()));
         };
-        if s.unflushed == 0 {
+        if inner
+            .stream_io_ref(self.id)
+            .is_none_or(|io| io.unflushed == 0)
+        {
             return Poll::Ready(Ok(()));
         }
         if let Some(e) = &s.reset {
             return Poll::Ready(Err(e.clone().into()));
         }
-        if let Some(reason) = closed {
+        if let Some(reason) = inner.state.closed() {
             return Poll::Ready(Err(StreamError::SessionClosed {
                 stream_id: self.id,
-                reason,
+                reason: reason.clone(),
             }
             .into()));
         }
-        s.write_waker = Some(cx.waker().clone());
+        inner.stream_io(self.id).write_waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -238,9 +228,8 @@ impl AsyncRead for SpdyStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let mut st = this.shared.lock();
-        let closed = st.closed.clone();
-        let Some(s) = st.streams.get_mut(&this.id) else {
+        let mut inner = this.shared.lock();
+        let Some(s) = inner.state.stream(this.id) else {
             return Poll::Ready(Ok(()));
         };
         let complete_before_reset =
@@ -250,36 +239,37 @@ impl AsyncRead for SpdyStream {
         {
             return Poll::Ready(Err(e.clone().into()));
         }
-        if !s.recv_buf.is_empty() {
+        let recv_fin = s.recv_fin;
+        let io = inner.stream_io(this.id);
+        if !io.recv_buf.is_empty() {
             let mut n = 0;
             while buf.remaining() > 0 {
-                let Some(chunk) = s.recv_buf.front_mut() else {
+                let Some(chunk) = io.recv_buf.front_mut() else {
                     break;
                 };
                 let take = chunk.len().min(buf.remaining());
                 buf.put_slice(&chunk.split_to(take));
                 n += take;
                 if chunk.is_empty() {
-                    s.recv_buf.pop_front();
+                    io.recv_buf.pop_front();
                 }
             }
-            s.recv_buffered -= n;
-            let kick = st.consumed(this.id, n);
-            drop(st);
+            let kick = inner.apply(|s, out| s.consumed(this.id, n, out));
+            drop(inner);
             this.shared.kick(kick);
             return Poll::Ready(Ok(()));
         }
-        if s.recv_fin {
+        if recv_fin {
             return Poll::Ready(Ok(()));
         }
-        if let Some(reason) = closed {
+        if let Some(reason) = inner.state.closed() {
             return Poll::Ready(Err(StreamError::SessionClosed {
                 stream_id: this.id,
-                reason,
+                reason: reason.clone(),
             }
             .into()));
         }
-        s.read_waker = Some(cx.waker().clone());
+        inner.stream_io(this.id).read_waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -295,19 +285,25 @@ impl AsyncWrite for SpdyStream {
             return Poll::Ready(Ok(0));
         }
         let max = this.shared.config.max_data_frame_len;
-        let mut st = this.shared.lock();
-        match st.write_capacity(this.id, buf.len(), max) {
+        let mut inner = this.shared.lock();
+        match inner.write_capacity(this.id, buf.len(), max) {
             Err(e) => Poll::Ready(Err(e.into())),
             Ok(0) => {
-                if let Some(s) = st.streams.get_mut(&this.id) {
-                    s.write_waker = Some(cx.waker().clone());
-                }
+                // Ok means the stream is tracked.
+                inner.stream_io(this.id).write_waker = Some(cx.waker().clone());
                 Poll::Pending
             }
             Ok(n) => {
-                st.queue_data(this.id, Bytes::copy_from_slice(&buf[..n]));
-                drop(st);
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                let kick = inner.apply(|s, out| s.send_data(this.id, data, out));
+                drop(inner);
+                // Written here if the transport is idle, else by the writer task: no wake-up of
+                // the writer task for the frame just queued.
                 this.shared.write_now();
+                this.shared.kick(Kick {
+                    writer: false,
+                    ..kick
+                });
                 Poll::Ready(Ok(n))
             }
         }
@@ -320,14 +316,14 @@ impl AsyncWrite for SpdyStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         {
-            let mut st = this.shared.lock();
-            let unidirectional_or_done = st
-                .streams
-                .get(&this.id)
+            let mut inner = this.shared.lock();
+            let unidirectional_or_done = inner
+                .state
+                .stream(this.id)
                 .is_none_or(|s| s.local_fin || s.reset.is_some());
             if !unidirectional_or_done {
-                let kick = st.queue_fin(this.id);
-                drop(st);
+                let kick = inner.apply(|s, out| s.send_fin(this.id, out));
+                drop(inner);
                 this.shared.kick(kick);
             }
         }
@@ -337,7 +333,6 @@ impl AsyncWrite for SpdyStream {
 
 impl Drop for SpdyStream {
     fn drop(&mut self) {
-        let kick = self.shared.lock().handle_dropped(self.id);
-        self.shared.kick(kick);
+        self.shared.apply(|s, out| s.handle_dropped(self.id, out));
     }
 }
