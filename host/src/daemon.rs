@@ -266,7 +266,7 @@ pub async fn run(
         let (sp, kube) = (client.clone(), kube.clone());
         let stopped = stopped();
         background.push(tokio::spawn(async move {
-            if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, stopped).await {
+            if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, vk_kubelet::Health::new(), stopped).await {
                 tracing::error!(error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
             }
         }));
