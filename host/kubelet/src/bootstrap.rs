@@ -96,6 +96,10 @@ enum Attempt {
     Shutdown,
 }
 
+/// How long a CSR waits before a Warning Event says so (approvers usually act within a
+/// second; a rotation approved at once needs no Event).
+const PENDING_EVENT_AFTER: Duration = Duration::from_secs(5);
+
 /// The hint while no certificate can be had.
 const HOW_TO: &str = "approve it with `kubectl certificate approve <name>`, pass --approve-own-serving-csr, or give --tls-cert-file and --tls-private-key-file";
 
@@ -228,17 +232,9 @@ impl Requester {
             tracing::info!(csr = %name, "serving certificate requested; waiting for the signer");
         } else {
             tracing::warn!(csr = %name, "serving certificate requested; waiting for approval: {how}");
-            self.events
-                .warning(
-                    reason::PENDING,
-                    format!(
-                        "The kubelet API of node {node} (kubectl logs, exec, top) needs a serving certificate: CertificateSigningRequest {name} waits for approval. Check it (kubectl get csr {name} -o yaml) and run `kubectl certificate approve {name}`, or pass --approve-own-serving-csr, or give --tls-cert-file and --tls-private-key-file.",
-                        node = self.node_name
-                    ),
-                )
-                .await;
         }
-        match self.wait(&name, since, &how, shutdown).await {
+        let (outcome, warned) = self.wait(&name, since, &how, shutdown).await;
+        match outcome {
             Outcome::Shutdown => Attempt::Shutdown,
             Outcome::Gone => Attempt::Retry(format!(
                 "CertificateSigningRequest {name} was deleted before a certificate was issued"
@@ -278,12 +274,15 @@ impl Requester {
                 match issued {
                     Ok(i) => {
                         tracing::info!(csr = %name, not_after = %i.not_after, "serving certificate issued");
-                        self.events
+                        // Said on the Node only when its wait was (approvers usually take a second).
+                        if warned {
+                            self.events
                             .normal(
                                 reason::ISSUED,
                                 format!("CertificateSigningRequest {name} was issued; the kubelet API serves its certificate (valid until {}).", i.not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                             )
                             .await;
+                        }
                         Attempt::Issued(i)
                     }
                     Err(e) => Attempt::Retry(format!(
@@ -314,9 +313,59 @@ impl Requester {
             .map(|c| Outcome::Issued(c.0.clone()))
     }
 
+    /// What the Event and the log say while CSR `name` waits.
+    fn pending_note(&self, name: &str) -> String {
+        let what = match self.status.valid_until() {
+            Some(t) => format!(
+                "The serving certificate of the kubelet API of node {node} expires at {t}; its renewal, CertificateSigningRequest {name}, waits for approval",
+                node = self.node_name,
+                t = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => format!(
+                "The kubelet API of node {node} (kubectl logs, exec, top) has no serving certificate: CertificateSigningRequest {name} waits for approval",
+                node = self.node_name
+            ),
+        };
+        format!(
+            "{what}. Check it (kubectl get csr {name} -o yaml) and run `kubectl certificate approve {name}`, or pass --approve-own-serving-csr, or give --tls-cert-file and --tls-private-key-file."
+        )
+    }
+
+    /// Watches CSR `name` until it is issued, refused or deleted: a Warning Event on the Node
+    /// once it has waited [`PENDING_EVENT_AFTER`], a log line every `remind_every`. The flag
+    /// says whether the Event was sent.
+    async fn wait(
+        &self,
+        name: &str,
+        since: DateTime<Utc>,
+        how: &str,
+        shutdown: &CancellationToken,
+    ) -> (Outcome, bool) {
+        let mut warned = false;
+        let warn_at = tokio::time::Instant::now() + PENDING_EVENT_AFTER;
+        let outcome = {
+            let warn = async {
+                tokio::time::sleep_until(warn_at).await;
+                self.events
+                    .warning(reason::PENDING, self.pending_note(name))
+                    .await;
+            };
+            tokio::pin!(warn);
+            let watching = self.watch(name, since, how, shutdown);
+            tokio::pin!(watching);
+            loop {
+                tokio::select! {
+                    o = &mut watching => break o,
+                    _ = &mut warn, if !warned => warned = true,
+                }
+            }
+        };
+        (outcome, warned)
+    }
+
     /// Watches CSR `name` until it is issued, refused or deleted, reminding every
     /// `remind_every`.
-    async fn wait(
+    async fn watch(
         &self,
         name: &str,
         since: DateTime<Utc>,
@@ -330,7 +379,14 @@ impl Requester {
         remind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reminder = || {
             let minutes = (Utc::now() - since).num_minutes();
-            tracing::warn!(csr = %name, waiting_minutes = minutes, "no serving certificate yet: the kubelet API (kubectl logs, exec, top) is down until CertificateSigningRequest {name} is approved; {how}");
+            match self.status.valid_until() {
+                Some(t) => {
+                    tracing::warn!(csr = %name, waiting_minutes = minutes, expires = %t, "the serving certificate's renewal waits for approval of CertificateSigningRequest {name}; {how}")
+                }
+                None => {
+                    tracing::warn!(csr = %name, waiting_minutes = minutes, "no serving certificate yet: the kubelet API (kubectl logs, exec, top) is down until CertificateSigningRequest {name} is approved; {how}")
+                }
+            }
             self.status.cert_pending(name, since);
         };
         let wp = WatchParams::default()

@@ -27,16 +27,19 @@ pub enum HealthState {
     },
     /// Shut down on request.
     Stopped,
+    /// Cannot start with this configuration (not retried; the error names the setting).
+    Misconfigured { error: String },
 }
 
 impl HealthState {
     /// Every [`HealthState::name`], for a gauge per state.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "starting",
         "waiting_for_certificate",
         "serving",
         "failed",
         "stopped",
+        "misconfigured",
     ];
 
     /// A short stable name (a metric label).
@@ -47,6 +50,7 @@ impl HealthState {
             Self::Serving { .. } => "serving",
             Self::Failed { .. } => "failed",
             Self::Stopped => "stopped",
+            Self::Misconfigured { .. } => "misconfigured",
         }
     }
 
@@ -77,6 +81,7 @@ impl std::fmt::Display for HealthState {
                 write!(f, "{error} (next attempt at {})", time(retry_at))
             }
             Self::Stopped => f.write_str("stopped"),
+            Self::Misconfigured { error } => write!(f, "it cannot start: {error}"),
         }
     }
 }
@@ -118,6 +123,7 @@ impl Health {
         }
     }
 
+    /// Sets the state (the daemon's own code has no reason to).
     pub(crate) fn set(&self, state: HealthState) {
         self.tx.send_if_modified(|cur| {
             if *cur == state {
@@ -226,6 +232,15 @@ impl Status {
         let mut facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut facts, now);
         self.health.set(facts.state(now));
+    }
+
+    /// When the certificate served now expires, if it has not.
+    pub fn valid_until(&self) -> Option<DateTime<Utc>> {
+        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        match &facts.cert {
+            Cert::Valid { not_after, .. } if *not_after > Utc::now() => Some(*not_after),
+            _ => None,
+        }
     }
 
     /// Re-evaluates (a certificate may have expired meanwhile).

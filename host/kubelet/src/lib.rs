@@ -317,13 +317,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), KubeletError> {
     let token = CancellationToken::new();
-    let work = supervise(config, locator, stackpath, kube, health, token.clone());
+    let work = supervise(
+        config,
+        locator,
+        stackpath,
+        kube,
+        health.clone(),
+        token.clone(),
+    );
     tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => return r,
-        _ = shutdown => token.cancel(),
+    let r = tokio::select! {
+        r = &mut work => r,
+        _ = shutdown => {
+            token.cancel();
+            work.await
+        }
+    };
+    if let Err(e) = &r {
+        health.set(HealthState::Misconfigured {
+            error: e.to_string(),
+        });
     }
-    work.await
+    r
 }
 
 async fn supervise(

@@ -1023,11 +1023,17 @@ async fn bad_certificate_files_stop_the_start_naming_the_file() {
     let (cert, key) = pki.leaf("ok", 30);
     let files = CertFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&files.key, &key).unwrap();
-    let (_, _, task) = serve_in_background(files_config(files.clone(), loopback()));
+    let (health, _, task) = serve_in_background(files_config(files.clone(), loopback()));
     let e = task.await.unwrap().unwrap_err().to_string();
     assert!(
         e.contains("tls.crt") && e.contains("--tls-cert-file"),
         "{e}"
+    );
+    // `/readyz` says the same.
+    assert!(
+        matches!(health.state(), HealthState::Misconfigured { ref error } if *error == e),
+        "{:?}",
+        health.state()
     );
     std::fs::write(&files.cert, &cert).unwrap();
     std::fs::write(&files.key, pki.leaf("other", 30).1).unwrap();
