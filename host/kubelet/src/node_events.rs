@@ -27,6 +27,17 @@ const NAMESPACE: &str = "default";
 /// The largest note the events API accepts is 1 KiB.
 const MAX_NOTE: usize = 1000;
 
+/// Nanoseconds since the epoch, never the same twice in this process.
+fn unique() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    now + u128::from(SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
 #[derive(Clone)]
 pub(crate) struct NodeEvents {
     client: kube::Client,
@@ -59,7 +70,8 @@ impl NodeEvents {
         }
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", self.node)),
+                // As client-go names Events: the object's name and a unique hex suffix.
+                name: Some(format!("{}.{:x}", self.node, unique())),
                 namespace: Some(NAMESPACE.into()),
                 ..Default::default()
             },
