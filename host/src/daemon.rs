@@ -150,6 +150,18 @@ pub fn stackpath_client(
     stackpath_client::Client::new(config).map_err(DaemonError::Client)
 }
 
+/// Checks the console's host key once at start (a TCP connect and the SSH key exchange, no
+/// login), so a missing or wrong pinned key is reported before the first `kubectl exec`.
+async fn probe_console(console: &vk_kubelet::ConsoleConfig) {
+    use vk_kubelet::console::{ProbeOutcome, probe};
+    match probe(console).await {
+        Ok(o @ ProbeOutcome::Verified { .. }) => tracing::info!("{o}"),
+        Ok(o) => tracing::warn!("{o}"),
+        Err(e) if e.is_host_key() => tracing::error!("kubectl exec will fail: {e}"),
+        Err(e) => tracing::warn!("the StackPath console cannot be reached at start (kubectl exec may fail): {e}"),
+    }
+}
+
 /// How long a clean shutdown waits for the pod path and the servers to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -174,8 +186,10 @@ pub async fn run(
         let local = health::serve(addr, readiness.clone(), &servers, root.clone()).await?;
         tracing::info!(addr = %local, "metrics, /healthz and /readyz listening");
     }
+    servers.spawn(root.clone().run_until_cancelled_owned(readiness.clone().follow_kubelet()));
     let client = stackpath_client(&config.stackpath, metrics.clone(), config.rate_limit)?;
     check_stackpath(&client, &config.stackpath).await?;
+    probe_console(&config.kubelet.console).await;
     metrics.stackpath_ok();
     let policy = Arc::new(ActivePolicy::load(
         config.policy_path.clone(),
@@ -304,10 +318,12 @@ async fn act(
             kube.clone(),
             term.clone(),
         );
+        let health = readiness.kubelet().clone();
         async move {
-            if let Err(e) =
-                vk_kubelet::serve(kubelet, locator, sp, kube, term.cancelled_owned()).await
-            {
+            // An error is a setting that cannot work (the health says so in /readyz too);
+            // everything else is retried inside until the term ends.
+            let stopped = term.cancelled_owned();
+            if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, health, stopped).await {
                 tracing::error!(error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
             }
         }

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -43,8 +43,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     standby: AtomicBool,
     acting: AtomicBool,
-    /// Why the kubelet API does not serve, when it does not.
-    kubelet_problem: Mutex<Option<String>>,
+    /// The kubelet API's own account of whether it serves.
+    kubelet: vk_kubelet::Health,
 }
 
 /// The daemon's readiness, shared by the parts that change it and the probe that reads it.
@@ -57,8 +57,33 @@ impl Readiness {
             metrics,
             standby: AtomicBool::new(false),
             acting: AtomicBool::new(false),
-            kubelet_problem: Mutex::new(None),
+            kubelet: vk_kubelet::Health::new(),
         }))
+    }
+
+    /// The kubelet API's health, which `vk_kubelet::serve` keeps current.
+    pub fn kubelet(&self) -> &vk_kubelet::Health {
+        &self.0.kubelet
+    }
+
+    /// Logs every change of the kubelet API's state and keeps its gauges current, until the
+    /// process ends.
+    pub async fn follow_kubelet(self) {
+        let mut rx = self.0.kubelet.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            self.0.metrics.set_kubelet_state(&state);
+            match &state {
+                vk_kubelet::HealthState::Serving { .. } | vk_kubelet::HealthState::Starting => {
+                    tracing::info!("kubelet API: {state}")
+                }
+                vk_kubelet::HealthState::Stopped => tracing::info!("kubelet API: {state}"),
+                _ => tracing::warn!("kubelet API: {state}"),
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn set_role(&self, role: Role) {
@@ -71,16 +96,6 @@ impl Readiness {
         self.0.acting.store(acting, Ordering::Relaxed);
     }
 
-    /// Why the kubelet API does not serve (`None`: it serves).
-    pub fn set_kubelet_problem(&self, problem: Option<String>) {
-        self.0.metrics.set_kubelet_serving(problem.is_none());
-        *self
-            .0
-            .kubelet_problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = problem;
-    }
-
     /// `Ok(what)` when ready, else every reason it is not.
     pub fn check(&self) -> Result<&'static str, Vec<String>> {
         let inner = &self.0;
@@ -91,13 +106,8 @@ impl Readiness {
         if !inner.acting.load(Ordering::Relaxed) {
             problems.push("starting: the node is not registered and watching pods yet".into());
         }
-        if let Some(p) = inner
-            .kubelet_problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            problems.push(format!("the kubelet API is not serving: {p}"));
+        if let Err(why) = inner.kubelet.readiness() {
+            problems.push(why);
         }
         if let Some((failing, why)) = inner.metrics.stackpath_failing()
             && failing >= STACKPATH_GRACE
@@ -177,18 +187,14 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("starting"));
         r.set_acting(true);
-        assert_eq!(r.check(), Ok("ok"));
-        r.set_kubelet_problem(Some("no serving certificate: CSR `csr-x` awaits approval".into()));
+        // The kubelet API has not started serving (no certificate yet).
         let problems = r.check().unwrap_err();
-        assert!(problems[0].contains("kubelet API is not serving: no serving certificate"));
+        assert!(problems[0].contains("the kubelet API is not serving: starting"), "{problems:?}");
         assert!(m.encode().contains("vk_stackpath_ready 0"));
-        assert!(m.encode().contains("vk_stackpath_kubelet_serving 0"));
         r.set_role(Role::Standby);
         assert_eq!(r.check(), Ok("standby: another replica leads"));
         assert!(m.encode().contains("vk_stackpath_leader 0"));
         r.set_role(Role::Leader);
-        r.set_kubelet_problem(None);
-        assert_eq!(r.check(), Ok("ok"));
-        assert!(m.encode().contains("vk_stackpath_ready 1"));
+        assert!(r.check().is_err());
     }
 }

@@ -40,6 +40,11 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -58,7 +63,8 @@ pub struct Metrics {
     tracked: Gauge,
     leader: Gauge,
     ready: Gauge,
-    kubelet_serving: Gauge,
+    kubelet_state: Family<StateLabels, Gauge>,
+    kubelet_cert_expiry: Gauge,
     consecutive_failures: AtomicU32,
     last_failure: Mutex<Option<String>>,
     /// When the current run of failed calls began (`None` while StackPath answers).
@@ -126,11 +132,17 @@ impl Metrics {
             "1 when /readyz answers 200 (see its body for why not)",
             ready.clone(),
         );
-        let kubelet_serving = Gauge::default();
+        let kubelet_state = Family::<StateLabels, Gauge>::default();
         registry.register(
-            "kubelet_serving",
-            "1 while the kubelet API serves (kubectl logs/exec/top work), 0 while it waits for a serving certificate or restarts",
-            kubelet_serving.clone(),
+            "kubelet_state",
+            "1 for the kubelet API's current state (serving: kubectl logs/exec/top work; waiting_for_certificate: a serving CSR awaits approval; failed: restarting), 0 for the others",
+            kubelet_state.clone(),
+        );
+        let kubelet_cert_expiry = Gauge::default();
+        registry.register(
+            "kubelet_certificate_expiry_timestamp_seconds",
+            "When the kubelet API's serving certificate expires (Unix time; 0 while it has none)",
+            kubelet_cert_expiry.clone(),
         );
         Self {
             registry,
@@ -143,7 +155,8 @@ impl Metrics {
             tracked,
             leader,
             ready,
-            kubelet_serving,
+            kubelet_state,
+            kubelet_cert_expiry,
             consecutive_failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
             failing_since: Mutex::new(None),
@@ -230,8 +243,17 @@ impl Metrics {
         self.ready.set(i64::from(ready));
     }
 
-    pub fn set_kubelet_serving(&self, serving: bool) {
-        self.kubelet_serving.set(i64::from(serving));
+    pub fn set_kubelet_state(&self, state: &vk_kubelet::HealthState) {
+        for name in vk_kubelet::HealthState::NAMES {
+            self.kubelet_state
+                .get_or_create(&StateLabels { state: name })
+                .set(i64::from(name == state.name()));
+        }
+        let expiry = match state {
+            vk_kubelet::HealthState::Serving { not_after, .. } => not_after.timestamp(),
+            _ => 0,
+        };
+        self.kubelet_cert_expiry.set(expiry);
     }
 }
 

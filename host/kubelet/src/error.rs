@@ -20,6 +20,12 @@ pub enum KubeletError {
         path: PathBuf,
         message: String,
     },
+    #[error("{what} {path} cannot be used: {problem}")]
+    CertFile {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
     #[error("TLS configuration is invalid: {0}")]
     Tls(String),
     #[error("serving certificate bootstrap failed: {0}")]

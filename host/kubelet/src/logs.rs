@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::exec::protocol::form_pairs;
 use crate::locator::ContainerLocation;
-use crate::state::{AppState, StreamGuard, text};
+use crate::state::{AppState, text};
+use crate::streams::StreamGuard;
 
 /// The query of `/containerLogs/...` (kubelet names).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,7 +93,7 @@ pub(crate) async fn handler(
         Err(e) => return text(e.status(), e.to_string()),
     };
     let guard = if q.follow {
-        match state.acquire_stream(&req) {
+        match state.acquire_stream(&namespace, &pod) {
             Ok(g) => Some(g),
             Err(r) => return r,
         }
@@ -205,6 +206,105 @@ pub fn split_timestamp(line: &[u8]) -> (Option<DateTime<Utc>>, &[u8]) {
     }
 }
 
+/// The most of one line held back while it is incomplete (as container runtimes split log
+/// lines at 16 KiB). A longer line is passed on in pieces as it arrives, whatever its length:
+/// whether to show it is decided from its first piece, which holds its timestamp.
+pub const MAX_HELD_LINE: usize = 16 << 10;
+
+/// Cuts StackPath's byte stream into lines for [`Dedup`] and the timestamp option, holding at
+/// most [`MAX_HELD_LINE`] bytes.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// The start of the current line, while it is short enough to wait for its end.
+    held: BytesMut,
+    /// Inside a long line whose start was already decided: `Some(shown)`.
+    passing: Option<bool>,
+}
+
+impl Lines {
+    /// Feeds a chunk; what is to be shown is appended to `out`.
+    pub fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        dedup: &mut Dedup,
+        timestamps: bool,
+        out: &mut BytesMut,
+    ) {
+        while !chunk.is_empty() {
+            let newline = chunk.iter().position(|&b| b == b'\n');
+            if let Some(shown) = self.passing {
+                let end = newline.map_or(chunk.len(), |i| i + 1);
+                if shown {
+                    out.extend_from_slice(&chunk[..end]);
+                }
+                if newline.is_some() {
+                    self.passing = None;
+                }
+                chunk = &chunk[end..];
+                continue;
+            }
+            match newline {
+                Some(i) => {
+                    let line = &chunk[..=i];
+                    if self.held.is_empty() {
+                        Self::line(line, dedup, timestamps, out);
+                    } else {
+                        self.held.extend_from_slice(line);
+                        Self::line(&self.held, dedup, timestamps, out);
+                        self.held.clear();
+                    }
+                    chunk = &chunk[i + 1..];
+                }
+                None if self.held.len() + chunk.len() <= MAX_HELD_LINE => {
+                    self.held.extend_from_slice(chunk);
+                    chunk = &[];
+                }
+                None => {
+                    let take = MAX_HELD_LINE - self.held.len();
+                    self.held.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                    self.passing = Some(Self::line(&self.held, dedup, timestamps, out));
+                    self.held.clear();
+                }
+            }
+        }
+    }
+
+    /// A line (or a long line's start): shown unless already sent; `true` if shown.
+    fn line(line: &[u8], dedup: &mut Dedup, timestamps: bool, out: &mut BytesMut) -> bool {
+        let (ts, rest) = split_timestamp(line);
+        let shown = dedup.admit(ts);
+        if shown {
+            out.extend_from_slice(if timestamps { line } else { rest });
+        }
+        shown
+    }
+
+    /// The end of the stream: a last line without a newline is shown as it is.
+    pub fn finish(&mut self, dedup: &mut Dedup, timestamps: bool, out: &mut BytesMut) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            Self::line(&held, dedup, timestamps, out);
+        }
+        self.passing = None;
+    }
+
+    /// StackPath cut the stream: the resumed one sends the current line again. A held line
+    /// was not shown and will be in full; a long line partly shown is ended here (its repeat
+    /// is skipped as already sent).
+    pub fn cut(&mut self, out: &mut BytesMut) {
+        self.held.clear();
+        if self.passing.take() == Some(true) {
+            out.extend_from_slice(b"\n");
+        }
+    }
+
+    /// Bytes held now (never more than [`MAX_HELD_LINE`]).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
 struct Out {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     remaining: Option<u64>,
@@ -243,7 +343,7 @@ async fn pump(
         remaining: q.limit_bytes.map(|n| n as u64),
     };
     let mut dedup = Dedup::default();
-    let mut partial = BytesMut::new();
+    let mut lines = Lines::default();
     let mut failures = 0u32;
     let mut stream = Some(stream);
     loop {
@@ -263,14 +363,7 @@ async fn pump(
                 match item {
                     Some(Ok(chunk)) => {
                         failures = 0;
-                        partial.extend_from_slice(&chunk);
-                        while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
-                            let line = partial.split_to(pos + 1);
-                            let (ts, rest) = split_timestamp(&line);
-                            if dedup.admit(ts) {
-                                batch.extend_from_slice(if q.timestamps { &line } else { rest });
-                            }
-                        }
+                        lines.feed(&chunk, &mut dedup, q.timestamps, &mut batch);
                         if batch.len() < (64 << 10) {
                             next = match s.next().now_or_never() {
                                 Some(item) => Some(item),
@@ -293,16 +386,18 @@ async fn pump(
             }
         }
         if !q.follow || q.previous {
-            if !partial.is_empty() {
-                let (_, rest) = split_timestamp(&partial);
-                let shown = if q.timestamps { &partial[..] } else { rest };
-                let shown = Bytes::copy_from_slice(shown);
-                out.send(shown).await;
+            let mut last = BytesMut::new();
+            lines.finish(&mut dedup, q.timestamps, &mut last);
+            if !last.is_empty() {
+                out.send(last.freeze()).await;
             }
             return;
         }
-        // A cut mid-line: the resumed stream sends that line again in full.
-        partial.clear();
+        let mut end = BytesMut::new();
+        lines.cut(&mut end);
+        if !end.is_empty() && !out.send(end.freeze()).await {
+            return;
+        }
         if !still_running(&state, &loc).await {
             return;
         }
@@ -405,6 +500,94 @@ mod tests {
         let (ts, rest) = split_timestamp(b"no timestamp here\n");
         assert!(ts.is_none());
         assert_eq!(rest, b"no timestamp here\n");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_bound_passes_through_in_pieces() {
+        // 100 MB without a newline, then its end, fed as a socket delivers it.
+        let total = 100_000_000usize;
+        let chunk = vec![b'a'; 64 << 10];
+        let mut lines = Lines::default();
+        let mut dedup = Dedup::default();
+        let mut shown = 0usize;
+        let mut most_held = 0usize;
+        let mut fed = 0usize;
+        let first = b"2026-01-01T00:00:01Z ";
+        let mut out = BytesMut::new();
+        lines.feed(first, &mut dedup, false, &mut out);
+        while fed < total {
+            let n = chunk.len().min(total - fed);
+            let mut out = BytesMut::new();
+            lines.feed(&chunk[..n], &mut dedup, false, &mut out);
+            if fed == 0 {
+                assert!(out.starts_with(b"aaaa"), "the timestamp is cut off");
+            }
+            shown += out.len();
+            most_held = most_held.max(lines.held());
+            fed += n;
+            // Past the bound, what comes in goes out in the same call.
+            if fed > MAX_HELD_LINE {
+                assert_eq!(lines.held(), 0);
+            }
+        }
+        let mut out = BytesMut::new();
+        lines.feed(
+            b"\n2026-01-01T00:00:02Z next\n",
+            &mut dedup,
+            false,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"\nnext\n");
+        assert_eq!(shown, total);
+        assert!(most_held <= MAX_HELD_LINE, "held {most_held} bytes");
+    }
+
+    #[test]
+    fn lines_split_anywhere_come_out_whole_and_deduplicated() {
+        let text = b"2026-01-01T00:00:01Z a\n2026-01-01T00:00:02Z bb\n2026-01-01T00:00:02Z ccc\n";
+        for cut in 0..text.len() {
+            let mut lines = Lines::default();
+            let mut dedup = Dedup::default();
+            let mut out = BytesMut::new();
+            lines.feed(&text[..cut], &mut dedup, false, &mut out);
+            lines.feed(&text[cut..], &mut dedup, false, &mut out);
+            assert_eq!(&out[..], b"a\nbb\nccc\n", "cut at {cut}");
+        }
+        // A resumed stream repeating from :02 shows only what is new.
+        let mut lines = Lines::default();
+        let mut dedup = Dedup::default();
+        let mut out = BytesMut::new();
+        lines.feed(text, &mut dedup, true, &mut out);
+        dedup.resumed();
+        let mut again = BytesMut::new();
+        lines.feed(
+            b"2026-01-01T00:00:02Z bb\n2026-01-01T00:00:02Z ccc\n2026-01-01T00:00:03Z d\n",
+            &mut dedup,
+            false,
+            &mut again,
+        );
+        assert_eq!(&again[..], b"d\n");
+    }
+
+    #[test]
+    fn a_long_line_cut_by_stackpath_is_ended_and_not_repeated() {
+        let mut lines = Lines::default();
+        let mut dedup = Dedup::default();
+        let mut out = BytesMut::new();
+        let mut long = b"2026-01-01T00:00:01Z ".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_HELD_LINE * 2));
+        lines.feed(&long, &mut dedup, false, &mut out);
+        let shown = out.len();
+        assert_eq!(shown, MAX_HELD_LINE * 2);
+        lines.cut(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        dedup.resumed();
+        // The resumed stream sends the whole line again, then the next.
+        let mut again = BytesMut::new();
+        long.push(b'\n');
+        lines.feed(&long, &mut dedup, false, &mut again);
+        lines.feed(b"2026-01-01T00:00:02Z y\n", &mut dedup, false, &mut again);
+        assert_eq!(&again[..], b"y\n");
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! What every handler shares, and the per-identity stream limit.
+//! What every handler shares.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::FromRef;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, UserInfo};
+use crate::auth::Auth;
 use crate::config::{ConsoleConfig, Limits};
 use crate::locator::PodLocator;
+use crate::stats::Stats;
+use crate::streams::{StreamGuard, StreamLimits};
 
 pub(crate) struct AppState {
     pub locator: Arc<dyn PodLocator>,
@@ -19,12 +20,18 @@ pub(crate) struct AppState {
     pub limits: Limits,
     /// `None` with [`crate::config::AuthMode::InsecureNone`].
     pub auth: Option<Auth>,
-    pub node_name: String,
     pub shutdown: CancellationToken,
-    pub cpu: crate::stats::CpuCounters,
-    pub started: chrono::DateTime<chrono::Utc>,
     pub exec_transports: Arc<ExecTransports>,
-    streams: Arc<Mutex<HashMap<String, usize>>>,
+    /// `/stats/summary`, `/metrics/resource` and the pod lists (their own sub-state).
+    pub stats: Stats,
+    streams: StreamLimits,
+}
+
+/// The stats handlers see only their own part.
+impl FromRef<Arc<AppState>> for Stats {
+    fn from_ref(state: &Arc<AppState>) -> Self {
+        state.stats.clone()
+    }
 }
 
 /// Exec sessions served so far, by the transport the caller used (an API server 1.36+ speaks
@@ -36,7 +43,6 @@ pub struct ExecTransports {
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         locator: Arc<dyn PodLocator>,
         stackpath: stackpath_client::Client,
@@ -46,69 +52,32 @@ impl AppState {
         node_name: String,
         shutdown: CancellationToken,
     ) -> Self {
+        let stats = Stats::new(
+            locator.clone(),
+            stackpath.clone(),
+            node_name,
+            limits.metrics_window,
+        );
         Self {
             locator,
             stackpath,
             console,
+            streams: StreamLimits::new(limits.max_streams, limits.max_streams_per_pod),
             limits,
             auth,
-            node_name,
             shutdown,
-            cpu: Default::default(),
-            started: chrono::Utc::now(),
             exec_transports: Arc::default(),
-            streams: Arc::default(),
+            stats,
         }
     }
 
-    /// Takes one of the caller's stream slots, or answers 429.
+    /// Takes a stream slot for `namespace/pod`, or answers 429.
     #[allow(clippy::result_large_err)] // the error is the response itself, built once
-    pub fn acquire_stream(&self, req: &Request) -> Result<StreamGuard, Response> {
-        let who = req
-            .extensions()
-            .get::<UserInfo>()
-            .map(|u| u.name.clone())
-            .unwrap_or_else(|| "system:anonymous".into());
-        let mut map = self.streams.lock().map_err(|_| {
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "stream registry poisoned",
-            )
-        })?;
-        let n = map.entry(who.clone()).or_default();
-        if *n >= self.limits.max_streams_per_client {
-            return Err(text(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many concurrent streams for {who} (limit {}); close some exec or logs -f sessions",
-                    self.limits.max_streams_per_client
-                ),
-            ));
-        }
-        *n += 1;
-        Ok(StreamGuard {
-            who,
-            streams: self.streams.clone(),
+    pub fn acquire_stream(&self, namespace: &str, pod: &str) -> Result<StreamGuard, Response> {
+        self.streams.acquire(namespace, pod).map_err(|e| {
+            tracing::info!(%namespace, %pod, error = %e, "stream refused");
+            text(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         })
-    }
-}
-
-/// Frees a stream slot when dropped.
-pub(crate) struct StreamGuard {
-    who: String,
-    streams: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.streams.lock()
-            && let Some(n) = map.get_mut(&self.who)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.who);
-            }
-        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! `/pods`, `/runningpods/`, `/stats/summary` and `/metrics/resource`, from the daemon's pods
 //! and StackPath's instance metrics (CPU cores, memory bytes), in the kubelet's formats.
+//!
+//! StackPath answers for the whole stack in one metrics call (no `workload_id`), so a
+//! collection costs one call whatever the number of pods; it is kept for
+//! [`crate::Limits::metrics_window`] and shared by both endpoints and by concurrent scrapes
+//! (one collection at a time; the others wait for it and use it).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,9 +17,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
-use stackpath_client::model::MetricsQuery;
+use stackpath_client::model::{Metrics, MetricsGroupBy, MetricsQuery, MetricsType};
+use tokio::time::Instant;
 
-use crate::state::AppState;
+use crate::locator::PodLocator;
 
 /// Usage of one container at one time.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +41,7 @@ type ContainerKey = (String, String, String);
 
 /// Integrates sampled CPU (cores) into the counter the kubelet reports.
 #[derive(Debug, Default)]
-pub(crate) struct CpuCounters {
+struct CpuCounters {
     /// (namespace, pod, container) → (last sample time, core-seconds so far).
     inner: Mutex<HashMap<ContainerKey, (DateTime<Utc>, f64)>>,
 }
@@ -51,16 +57,248 @@ impl CpuCounters {
         e.0 = now;
         e.1
     }
+
+    /// Drops the counters of containers no longer reported.
+    fn retain(&self, live: &std::collections::HashSet<ContainerKey>) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.retain(|k, _| live.contains(k));
+        }
+    }
 }
 
-pub(crate) async fn pods(State(state): State<Arc<AppState>>) -> Response {
-    let items = state.locator.pods();
+/// One collection, shared until it is older than the window.
+#[derive(Debug, Clone)]
+struct Collected {
+    at: Instant,
+    usage: Arc<Vec<ContainerUsage>>,
+    failed: bool,
+}
+
+/// The stats handlers' state (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Stats(Arc<Inner>);
+
+impl std::ops::Deref for Stats {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub(crate) struct Inner {
+    locator: Arc<dyn PodLocator>,
+    stackpath: stackpath_client::Client,
+    node_name: String,
+    started: DateTime<Utc>,
+    window: Duration,
+    cpu: CpuCounters,
+    /// The last collection; locked across a collection so that concurrent scrapes make one.
+    last: tokio::sync::Mutex<Option<Collected>>,
+}
+
+/// How long one StackPath metrics call may take.
+const METRICS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The newest (time, value) of an instance's `cpu` (cores) and `memory` (bytes).
+type Samples = (Option<(f64, f64)>, Option<(f64, f64)>);
+
+/// (workload id if labelled, instance name) → its newest samples.
+type Latest = HashMap<(Option<String>, String), Samples>;
+
+/// The newest `cpu` and `memory` sample of each instance in a stack-wide answer.
+fn latest_by_instance(m: &Metrics) -> Latest {
+    let mut out: Latest = HashMap::new();
+    for (labels, samples) in m.series() {
+        let (Some(name), Some(instance)) = (labels.get("__name__"), labels.get("instance_name"))
+        else {
+            continue;
+        };
+        let newest = samples
+            .iter()
+            .filter_map(|s| Some((s.unix_time.as_deref()?.parse::<f64>().ok()?, s.as_f64()?)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(newest) = newest else { continue };
+        let key = (labels.get("workload_id").cloned(), instance.clone());
+        let entry = out.entry(key).or_default();
+        let slot = match name.as_str() {
+            "cpu" => &mut entry.0,
+            "memory" => &mut entry.1,
+            _ => continue,
+        };
+        if slot.is_none_or(|(t, _)| newest.0 > t) {
+            *slot = Some(newest);
+        }
+    }
+    out
+}
+
+/// A pod to report, with where it runs.
+struct PodRow {
+    namespace: String,
+    name: String,
+    uid: String,
+    start: DateTime<Utc>,
+    containers: Vec<String>,
+    workload_id: String,
+    instance: String,
+}
+
+impl Stats {
+    pub fn new(
+        locator: Arc<dyn PodLocator>,
+        stackpath: stackpath_client::Client,
+        node_name: String,
+        window: Duration,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            locator,
+            stackpath,
+            node_name,
+            started: Utc::now(),
+            window,
+            cpu: CpuCounters::default(),
+            last: tokio::sync::Mutex::new(None),
+        }))
+    }
+}
+
+impl Inner {
+    /// Usage of every running container, from the shared collection; the flag says whether
+    /// StackPath's answer was missing.
+    pub async fn usage(&self) -> (Arc<Vec<ContainerUsage>>, bool) {
+        let mut last = self.last.lock().await;
+        if let Some(c) = last.as_ref().filter(|c| c.at.elapsed() < self.window) {
+            return (c.usage.clone(), c.failed);
+        }
+        let (usage, failed) = self.collect().await;
+        let c = Collected {
+            at: Instant::now(),
+            usage: Arc::new(usage),
+            failed,
+        };
+        let out = (c.usage.clone(), c.failed);
+        *last = Some(c);
+        out
+    }
+
+    fn rows(&self, now: DateTime<Utc>) -> Vec<PodRow> {
+        let mut rows = Vec::new();
+        for pod in self.locator.pods() {
+            let (Some(ns), Some(name)) =
+                (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+            else {
+                continue;
+            };
+            let start = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_second())
+                .or_else(|| {
+                    pod.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second())
+                })
+                .and_then(|s| DateTime::from_timestamp(s, 0))
+                .unwrap_or(now);
+            let containers: Vec<String> = pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default();
+            // One StackPath instance per pod: its usage is shared by the pod's containers.
+            let Some(loc) = containers
+                .first()
+                .and_then(|c| self.locator.locate(&ns, &name, c).ok())
+            else {
+                continue;
+            };
+            rows.push(PodRow {
+                namespace: ns,
+                name,
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                start,
+                containers,
+                workload_id: loc.workload_id,
+                instance: loc.instance_name,
+            });
+        }
+        rows
+    }
+
+    /// One stack-wide StackPath call, matched to this node's pods.
+    async fn collect(&self) -> (Vec<ContainerUsage>, bool) {
+        let now = Utc::now();
+        let rows = self.rows(now);
+        if rows.is_empty() {
+            return (Vec::new(), false);
+        }
+        let q = MetricsQuery {
+            start_date: Some(now - chrono::Duration::minutes(5)),
+            end_date: Some(now),
+            metrics_type: Some(MetricsType::Instance),
+            group_by: Some(MetricsGroupBy::InstanceName),
+            ..MetricsQuery::default()
+        };
+        let latest = match tokio::time::timeout(METRICS_CALL_TIMEOUT, self.stackpath.metrics(&q))
+            .await
+        {
+            Ok(Ok(m)) => latest_by_instance(&m),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "StackPath metrics query failed; pod usage is missing from this scrape");
+                return (Vec::new(), true);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?METRICS_CALL_TIMEOUT, "StackPath metrics query timed out; pod usage is missing from this scrape");
+                return (Vec::new(), true);
+            }
+        };
+        // Series without a workload label are matched by instance name alone.
+        let by_name: HashMap<&str, &Samples> = latest
+            .iter()
+            .filter(|((w, _), _)| w.is_none())
+            .map(|((_, i), v)| (i.as_str(), v))
+            .collect();
+        let mut out = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for r in rows {
+            let found = latest
+                .get(&(Some(r.workload_id.clone()), r.instance.clone()))
+                .or_else(|| by_name.get(r.instance.as_str()).copied());
+            let Some((Some((_, cpu)), Some((_, mem)))) = found else {
+                continue;
+            };
+            let n = r.containers.len().max(1) as f64;
+            for c in r.containers {
+                let key = (r.namespace.clone(), r.name.clone(), c.clone());
+                live.insert(key.clone());
+                let cpu_seconds = self.cpu.advance(key, now, cpu / n);
+                out.push(ContainerUsage {
+                    namespace: r.namespace.clone(),
+                    pod: r.name.clone(),
+                    pod_uid: r.uid.clone(),
+                    container: c,
+                    start: r.start,
+                    cpu_cores: cpu / n,
+                    cpu_seconds,
+                    memory_bytes: mem / n,
+                });
+            }
+        }
+        self.cpu.retain(&live);
+        (out, false)
+    }
+}
+
+pub(crate) async fn pods(State(stats): State<Stats>) -> Response {
+    let items = stats.locator.pods();
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
         .into_response()
 }
 
-pub(crate) async fn running_pods(State(state): State<Arc<AppState>>) -> Response {
-    let items: Vec<Pod> = state
+pub(crate) async fn running_pods(State(stats): State<Stats>) -> Response {
+    let items: Vec<Pod> = stats
         .locator
         .pods()
         .into_iter()
@@ -78,91 +316,6 @@ pub(crate) async fn running_pods(State(state): State<Arc<AppState>>) -> Response
         .collect();
     Json(json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
         .into_response()
-}
-
-/// Collects usage for every running container; the flag says whether any query failed.
-pub(crate) async fn collect(state: &AppState) -> (Vec<ContainerUsage>, bool) {
-    let now = Utc::now();
-    let mut jobs = Vec::new();
-    for pod in state.locator.pods() {
-        let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone())
-        else {
-            continue;
-        };
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let start = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.as_ref())
-            .map(|t| t.0.as_second())
-            .or_else(|| {
-                pod.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second())
-            })
-            .and_then(|s| DateTime::from_timestamp(s, 0))
-            .unwrap_or(now);
-        let containers: Vec<String> = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-            .unwrap_or_default();
-        // One StackPath instance per pod: its usage is shared by the pod's containers.
-        let Some(loc) = containers
-            .first()
-            .and_then(|c| state.locator.locate(&ns, &name, c).ok())
-        else {
-            continue;
-        };
-        jobs.push(async move {
-            let q = MetricsQuery::instance(
-                loc.workload_id.clone(),
-                loc.instance_name.clone(),
-                now - chrono::Duration::minutes(5),
-                now,
-            );
-            let m =
-                tokio::time::timeout(Duration::from_secs(10), state.stackpath.metrics(&q)).await;
-            (ns, name, uid, start, containers, m)
-        });
-    }
-    let results = futures::future::join_all(jobs).await;
-    let mut out = Vec::new();
-    let mut failed = false;
-    for (ns, pod, uid, start, containers, m) in results {
-        let m = match m {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, %ns, %pod, "StackPath metrics query failed");
-                failed = true;
-                continue;
-            }
-            Err(_) => {
-                failed = true;
-                continue;
-            }
-        };
-        let (Some(cpu), Some(mem)) = (m.latest("cpu"), m.latest("memory")) else {
-            continue;
-        };
-        let n = containers.len().max(1) as f64;
-        for c in containers {
-            let key = (ns.clone(), pod.clone(), c.clone());
-            let cpu_seconds = state.cpu.advance(key, now, cpu / n);
-            out.push(ContainerUsage {
-                namespace: ns.clone(),
-                pod: pod.clone(),
-                pod_uid: uid.clone(),
-                container: c,
-                start,
-                cpu_cores: cpu / n,
-                cpu_seconds,
-                memory_bytes: mem / n,
-            });
-        }
-    }
-    (out, failed)
 }
 
 /// The Prometheus text of the kubelet's `/metrics/resource`.
@@ -287,8 +440,8 @@ fn esc(v: &str) -> String {
         .replace('\n', r"\n")
 }
 
-pub(crate) async fn metrics_resource(State(state): State<Arc<AppState>>) -> Response {
-    let (usage, failed) = collect(&state).await;
+pub(crate) async fn metrics_resource(State(stats): State<Stats>) -> Response {
+    let (usage, failed) = stats.usage().await;
     let body = resource_metrics_text(&usage, Utc::now(), failed);
     (
         [(
@@ -300,8 +453,8 @@ pub(crate) async fn metrics_resource(State(state): State<Arc<AppState>>) -> Resp
         .into_response()
 }
 
-pub(crate) async fn summary(State(state): State<Arc<AppState>>) -> Response {
-    let (usage, _) = collect(&state).await;
+pub(crate) async fn summary(State(stats): State<Stats>) -> Response {
+    let (usage, _) = stats.usage().await;
     let now = Utc::now();
     let t = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stat = |cores: f64, secs: f64, mem: f64| {
@@ -313,7 +466,7 @@ pub(crate) async fn summary(State(state): State<Arc<AppState>>) -> Response {
     let mut pods: Vec<serde_json::Value> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let (mut nc, mut ns_, mut nm) = (0.0, 0.0, 0.0);
-    for u in &usage {
+    for u in usage.iter() {
         nc += u.cpu_cores;
         ns_ += u.cpu_seconds;
         nm += u.memory_bytes;
@@ -352,9 +505,9 @@ pub(crate) async fn summary(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     let mut node = stat(nc, ns_, nm);
-    node["nodeName"] = json!(state.node_name);
+    node["nodeName"] = json!(stats.node_name);
     node["startTime"] = json!(
-        state
+        stats
             .started
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );

@@ -38,6 +38,12 @@ impl CertStore {
             .ok()
             .and_then(|g| g.cert.first().cloned())
     }
+
+    /// When the certificate served now expires.
+    pub fn not_after(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (_, na) = validity(&self.leaf()?)?;
+        chrono::DateTime::from_timestamp(na, 0)
+    }
 }
 
 impl ResolvesServerCert for CertStore {
@@ -46,32 +52,72 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// A resolver with no certificate: checks the rest of the TLS settings before there is one.
+#[derive(Debug)]
+pub struct NoCertYet;
+
+impl ResolvesServerCert for NoCertYet {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds a [`CertifiedKey`] from PEM text (chain + key).
-pub fn certified_key_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<CertifiedKey, KubeletError> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| KubeletError::Tls(format!("certificate PEM is unreadable: {e}")))?;
-    if certs.is_empty() {
-        return Err(KubeletError::Tls(
-            "the certificate PEM holds no CERTIFICATE block".into(),
-        ));
-    }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| KubeletError::Tls(format!("private key PEM is unreadable: {e}")))?
-        .ok_or_else(|| KubeletError::Tls("the key PEM holds no private key block".into()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| KubeletError::Tls(format!("unsupported private key: {e}")))?;
-    Ok(CertifiedKey::new(certs, signing))
+/// Why PEM text does not make a serving certificate; [`crate::cert_files`] says which file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemProblem {
+    #[error("the certificate PEM is unreadable: {0}")]
+    CertUnreadable(String),
+    #[error("the certificate PEM holds no CERTIFICATE block")]
+    NoCertificate,
+    #[error("the private key PEM is unreadable: {0}")]
+    KeyUnreadable(String),
+    #[error("the key PEM holds no private key block")]
+    NoKey,
+    #[error("unsupported private key: {0}")]
+    UnsupportedKey(String),
+    #[error("the private key is not the key of the certificate")]
+    KeyMismatch,
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, KubeletError> {
+impl PemProblem {
+    /// Whether the key (rather than the certificate) is at fault.
+    pub fn is_key(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyUnreadable(_) | Self::NoKey | Self::UnsupportedKey(_) | Self::KeyMismatch
+        )
+    }
+}
+
+/// Builds a [`CertifiedKey`] from PEM text (chain + key), checking that the key is the
+/// certificate's.
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, PemProblem> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| PemProblem::CertUnreadable(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(PemProblem::NoCertificate);
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| PemProblem::KeyUnreadable(e.to_string()))?
+        .ok_or(PemProblem::NoKey)?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| PemProblem::UnsupportedKey(e.to_string()))?;
+    let ck = CertifiedKey::new(certs, signing);
+    match ck.keys_match() {
+        Ok(()) => Ok(ck),
+        // The key type cannot tell its public half: nothing to compare.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(PemProblem::KeyMismatch),
+        Err(e) => Err(PemProblem::CertUnreadable(e.to_string())),
+    }
+}
+
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, KubeletError> {
     std::fs::read(path).map_err(|e| KubeletError::File {
         what,
         path: path.to_path_buf(),
@@ -79,24 +125,10 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, KubeletError> {
     })
 }
 
-/// Loads a certificate and key from PEM files.
-pub fn certified_key_from_files(cert: &Path, key: &Path) -> Result<CertifiedKey, KubeletError> {
-    let c = read("the serving certificate (--tls-cert-file)", cert)?;
-    let k = read("the serving key (--tls-private-key-file)", key)?;
-    certified_key_from_pem(&c, &k).map_err(|e| match e {
-        KubeletError::Tls(m) => KubeletError::Tls(format!(
-            "{m} (files {} and {})",
-            cert.display(),
-            key.display()
-        )),
-        other => other,
-    })
-}
-
 /// The rustls server config: our resolver, HTTP/1.1 only (upgrades need it), and client
 /// certificates verified against `client_ca` when given (optional: token callers have none).
 pub fn server_config(
-    store: Arc<CertStore>,
+    store: Arc<dyn ResolvesServerCert>,
     client_ca: Option<&Path>,
 ) -> Result<rustls::ServerConfig, KubeletError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -150,7 +182,7 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
     Some((cn, groups))
 }
 
-/// The `notAfter` and `notBefore` of a certificate, as Unix seconds.
+/// The `notBefore` and `notAfter` of a certificate, as Unix seconds.
 pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let v = cert.validity();

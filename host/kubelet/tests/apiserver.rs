@@ -519,3 +519,258 @@ async fn raw_get(
     let _ = c.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The CN of the certificate served at `addr`, verified against the cluster CA.
+async fn served_cn(cluster: &local_cluster::Cluster, addr: std::net::SocketAddr) -> String {
+    let tls = tls_client(&std::fs::read_to_string(cluster.ca_crt()).unwrap());
+    let c = tls_connect(tls, addr).await;
+    let leaf = c.get_ref().1.peer_certificates().unwrap()[0].clone();
+    vk_kubelet::tls::identity_from_cert(&leaf).unwrap().0
+}
+
+/// Nobody approves kubelet-serving CSRs in a real cluster: the kubelet API waits (health,
+/// Event on the Node with the command, a log line), and serves as soon as an admin approves,
+/// in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unapproved_serving_csr_is_waited_for_and_reported() {
+    use vk_kubelet::HealthState;
+    init_tracing();
+    let k = CsrKubelet::start("w", false).await;
+    let _dump = k.cluster.dump_logs_on_panic();
+    let s = k
+        .wait(Duration::from_secs(60), |s| {
+            matches!(s, HealthState::WaitingForCertificate { .. })
+        })
+        .await;
+    let HealthState::WaitingForCertificate { csr, .. } = s else {
+        unreachable!()
+    };
+    let why = k.health.readiness().unwrap_err();
+    assert!(
+        why.contains(&format!("kubectl certificate approve {csr}")),
+        "{why}"
+    );
+    // The Event on the Node names the CSR and the command.
+    let command = format!("kubectl certificate approve {csr}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let evs = k.events().await;
+        if let Some(e) = evs.iter().find(|e| {
+            e.reason.as_deref() == Some(vk_kubelet::event_reasons::PENDING)
+                && e.note.as_deref().is_some_and(|n| n.contains(&command))
+        }) {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Event with {command:?}: {evs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // It keeps waiting on the same CSR: no giving up, no new CSR.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        matches!(k.health.state(), HealthState::WaitingForCertificate { csr: ref c, .. } if *c == csr)
+    );
+    assert!(!k.task.is_finished());
+    // An admin approves: served at once, by the same run.
+    k.decide(&csr, true).await;
+    let s = k
+        .wait(Duration::from_secs(60), HealthState::is_serving)
+        .await;
+    let HealthState::Serving { addr, .. } = s else {
+        unreachable!()
+    };
+    assert_eq!(
+        served_cn(k.cluster, addr).await,
+        format!("system:node:{}", k.node)
+    );
+    assert_eq!(k.csrs().await.len(), 1, "one CSR in all");
+    assert!(!k.task.is_finished());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !k
+        .events()
+        .await
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(vk_kubelet::event_reasons::ISSUED))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no Issued Event");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(_dump);
+    k.stop().await;
+}
+
+/// A denied CSR is said (Event, health) and a new one follows after the back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_denied_serving_csr_is_reported_and_replaced() {
+    use vk_kubelet::HealthState;
+    init_tracing();
+    let k = CsrKubelet::start("d", false).await;
+    let _dump = k.cluster.dump_logs_on_panic();
+    let HealthState::WaitingForCertificate { csr: first, .. } = k
+        .wait(Duration::from_secs(60), |s| {
+            matches!(s, HealthState::WaitingForCertificate { .. })
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    let mut states = k.health.subscribe();
+    k.decide(&first, false).await;
+    // Failed (saying so), then waiting for a second CSR.
+    let mut saw_denied = false;
+    let second = loop {
+        tokio::time::timeout(Duration::from_secs(30), states.changed())
+            .await
+            .expect("health moves on after the denial")
+            .unwrap();
+        match states.borrow_and_update().clone() {
+            HealthState::Failed { error, .. } => {
+                assert!(
+                    error.contains(&first) && error.contains("denied"),
+                    "{error}"
+                );
+                saw_denied = true;
+            }
+            HealthState::WaitingForCertificate { csr, .. } if csr != first => break csr,
+            _ => {}
+        }
+    };
+    assert!(saw_denied, "health said the CSR was denied");
+    let evs = k.events().await;
+    assert!(
+        evs.iter().any(
+            |e| e.reason.as_deref() == Some(vk_kubelet::event_reasons::DENIED)
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&first) && n.contains("denied"))
+        ),
+        "{evs:?}"
+    );
+    k.decide(&second, true).await;
+    k.wait(Duration::from_secs(60), HealthState::is_serving)
+        .await;
+    assert_eq!(k.csrs().await.len(), 2);
+    drop(_dump);
+    k.stop().await;
+}
+
+/// `--approve-own-serving-csr`: with the RBAC it documents, the kubelet API approves its own
+/// CSR (and nobody else's: a CSR filed by another user for the same node stays pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_approves_its_own_serving_csr_only() {
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequest, CertificateSigningRequestSpec,
+    };
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use vk_kubelet::HealthState;
+    init_tracing();
+    let cluster = cluster_async().await;
+    let admin = cluster.admin_client().await.unwrap();
+    let role_name = format!("vk-kl-self-approve-{}", std::process::id());
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "rules": [
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/approval"], "verbs": ["update"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": ["kubernetes.io/kubelet-serving"], "verbs": ["approve"]}
+        ]
+    }))
+    .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": local_cluster::DAEMON_SERVICE_ACCOUNT,
+                      "namespace": local_cluster::DAEMON_NAMESPACE}]
+    }))
+    .unwrap();
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    let k = CsrKubelet::start("s", true).await;
+    let _dump = k.cluster.dump_logs_on_panic();
+    // Someone else asks for a serving certificate in this node's name.
+    let (_, pem) = vk_kubelet::bootstrap::build_request(
+        &k.node,
+        &vk_kubelet::CsrBootstrap {
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            dns_names: vec![k.node.clone()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
+    let foreign = csrs
+        .create(
+            &PostParams::default(),
+            &CertificateSigningRequest {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(format!("csr-{}-foreign", k.node)),
+                    ..Default::default()
+                },
+                spec: CertificateSigningRequestSpec {
+                    request: k8s_openapi::ByteString(pem.into_bytes()),
+                    signer_name: vk_kubelet::bootstrap::SIGNER.into(),
+                    usages: Some(
+                        vk_kubelet::bootstrap::USAGES
+                            .iter()
+                            .map(|u| u.to_string())
+                            .collect(),
+                    ),
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    let foreign_name = foreign.metadata.name.unwrap();
+
+    let s = k
+        .wait(Duration::from_secs(60), HealthState::is_serving)
+        .await;
+    let HealthState::Serving { addr, .. } = s else {
+        unreachable!()
+    };
+    assert_eq!(
+        served_cn(k.cluster, addr).await,
+        format!("system:node:{}", k.node)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = k.csrs().await;
+    let own: Vec<_> = all
+        .iter()
+        .filter(|c| c.metadata.name.as_deref() != Some(foreign_name.as_str()))
+        .collect();
+    assert_eq!(own.len(), 1, "one CSR of its own");
+    let approved = own[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Approved"))
+        .expect("approved");
+    assert_eq!(
+        approved.reason.as_deref(),
+        Some("SelfApprovedByVkStackpath")
+    );
+    let foreign_now = csrs.get(&foreign_name).await.unwrap();
+    assert!(
+        foreign_now
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_none_or(|c| c.is_empty()),
+        "a CSR this process did not file is left alone: {:?}",
+        foreign_now.status
+    );
+    drop(_dump);
+    k.stop().await;
+    let _ = bindings.delete(&role_name, &Default::default()).await;
+    let _ = roles.delete(&role_name, &Default::default()).await;
+}

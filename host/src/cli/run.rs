@@ -113,13 +113,26 @@ pub struct RunArgs {
     /// Address the kubelet API listens on (its port is KUBELET_PORT).
     #[arg(long, default_value = "0.0.0.0")]
     kubelet_address: std::net::IpAddr,
-    /// Serving certificate of the kubelet API (PEM); without it, one is requested through a
-    /// `kubernetes.io/kubelet-serving` CertificateSigningRequest and rotated before expiry.
-    #[arg(long, requires = "tls_private_key_file")]
+    /// Serving certificate of the kubelet API (PEM), e.g. from cert-manager; read again when
+    /// its content changes (a bad replacement is logged and the current one kept). Without
+    /// it, one is requested through a `kubernetes.io/kubelet-serving` CertificateSigningRequest,
+    /// waited for until someone approves it (see --approve-own-serving-csr), and rotated
+    /// before expiry.
+    #[arg(
+        long,
+        env = "APISERVER_CERT_LOCATION",
+        requires = "tls_private_key_file"
+    )]
     tls_cert_file: Option<PathBuf>,
     /// Key of --tls-cert-file (PEM).
-    #[arg(long, requires = "tls_cert_file")]
+    #[arg(long, env = "APISERVER_KEY_LOCATION", requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
+    /// Approve this daemon's own kubelet-serving CSR after checking that it is exactly its
+    /// own (requester, node name, addresses, usages, key). Needs `update` on
+    /// certificatesigningrequests/approval and `approve` on signers
+    /// `kubernetes.io/kubelet-serving`.
+    #[arg(long, conflicts_with = "tls_cert_file")]
+    approve_own_serving_csr: bool,
     /// CA bundle of the API server's kubelet client certificate (client certificate auth).
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
@@ -143,9 +156,36 @@ pub struct RunArgs {
     /// no key is pinned].
     #[arg(long)]
     console_known_hosts: Option<PathBuf>,
-    /// Accept any console host key (as the Go provider did): exec sessions can be intercepted.
+    /// Do not check the console's SSH host key (as the Go provider did). INSECURE: every
+    /// kubectl exec then sends the StackPath client secret (SP_CLIENT_SECRET, the console's
+    /// SSH password) to whichever server answers at --console-host, and its sessions can be
+    /// read and changed by anyone in between.
     #[arg(long)]
     insecure_console_host_key: bool,
+    /// Deadline of each step of an exec's console set-up (connect, SSH handshake, login,
+    /// starting the command); a running session is closed after three unanswered keepalives
+    /// sent this far apart.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    console_timeout: Duration,
+    /// Most connections the kubelet API holds open (exec sessions included); more are refused
+    /// at once, leaving the open ones alone.
+    #[arg(long, default_value_t = vk_kubelet::Limits::default().max_connections)]
+    kubelet_max_connections: usize,
+    /// Most exec and `logs -f` streams at once on the node.
+    #[arg(long, default_value_t = vk_kubelet::Limits::default().max_streams)]
+    kubelet_max_streams: usize,
+    /// Most exec and `logs -f` streams at once to one pod.
+    #[arg(long, default_value_t = vk_kubelet::Limits::default().max_streams_per_pod)]
+    kubelet_max_streams_per_pod: usize,
+    /// Time a client has from the first byte of a request to the end of its headers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    kubelet_header_timeout: Duration,
+    /// A kubelet API connection with no request for this long is closed.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    kubelet_idle_timeout: Duration,
+    /// An exec session with no input or output for this long is closed.
+    #[arg(long, default_value = "240m", value_parser = parse_duration)]
+    kubelet_stream_idle_timeout: Duration,
     /// A standby takes over when it has seen no renewal of the lease for this long (measured
     /// on its own clock).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -201,6 +241,31 @@ impl RunArgs {
                 }
             },
         };
+        for (flag, v) in [
+            ("--kubelet-max-connections", self.kubelet_max_connections),
+            ("--kubelet-max-streams", self.kubelet_max_streams),
+            (
+                "--kubelet-max-streams-per-pod",
+                self.kubelet_max_streams_per_pod,
+            ),
+        ] {
+            if v == 0 {
+                problems.push(format!("{flag} must be at least 1"));
+            }
+        }
+        for (flag, v) in [
+            ("--kubelet-header-timeout", self.kubelet_header_timeout),
+            ("--kubelet-idle-timeout", self.kubelet_idle_timeout),
+            (
+                "--kubelet-stream-idle-timeout",
+                self.kubelet_stream_idle_timeout,
+            ),
+            ("--console-timeout", self.console_timeout),
+        ] {
+            if v.is_zero() {
+                problems.push(format!("{flag} must be above 0"));
+            }
+        }
         if self.pod_sync_workers == 0 {
             problems.push("--pod-sync-workers must be at least 1".into());
         }
@@ -276,15 +341,15 @@ impl RunArgs {
             ))
         };
         let tls = match (&self.tls_cert_file, &self.tls_private_key_file) {
-            (Some(cert), Some(key)) => vk_kubelet::TlsSource::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
+            (Some(cert), Some(key)) => {
+                vk_kubelet::TlsSource::Files(vk_kubelet::CertFiles::new(cert, key))
+            }
             _ => vk_kubelet::TlsSource::Bootstrap(vk_kubelet::CsrBootstrap {
                 ips: node.internal_ip.parse().into_iter().collect(),
                 dns_names: std::iter::once(name.clone())
                     .chain(self.node_dns_names.iter().cloned())
                     .collect(),
+                approve_own: self.approve_own_serving_csr,
                 ..vk_kubelet::CsrBootstrap::default()
             }),
         };
@@ -305,9 +370,17 @@ impl RunArgs {
                 client_id: stackpath.client_id.clone(),
                 client_secret: stackpath.client_secret.clone(),
                 host_key,
-                connect_timeout: Duration::from_secs(10),
+                connect_timeout: self.console_timeout,
             },
-            limits: vk_kubelet::Limits::default(),
+            limits: vk_kubelet::Limits {
+                max_connections: self.kubelet_max_connections,
+                max_streams: self.kubelet_max_streams,
+                max_streams_per_pod: self.kubelet_max_streams_per_pod,
+                header_timeout: self.kubelet_header_timeout,
+                idle_timeout: self.kubelet_idle_timeout,
+                stream_idle_timeout: self.kubelet_stream_idle_timeout,
+                ..vk_kubelet::Limits::default()
+            },
         };
         let mut limits = self.policy.limits();
         // The daemon translates many pods at once.

@@ -13,7 +13,8 @@ use http::{StatusCode, header};
 
 use crate::console::{self, ExecIo, ExitOutcome};
 use crate::locator::ContainerLocation;
-use crate::state::{AppState, StreamGuard, text};
+use crate::state::{AppState, text};
+use crate::streams::StreamGuard;
 use protocol::ExecOptions;
 
 /// One exec, ready to run once the transport has its streams.
@@ -87,7 +88,7 @@ async fn serve(
         Ok(l) => l,
         Err(e) => return text(e.status(), e.to_string()),
     };
-    let guard = match state.acquire_stream(&req) {
+    let guard = match state.acquire_stream(&namespace, &pod) {
         Ok(g) => g,
         Err(r) => return r,
     };

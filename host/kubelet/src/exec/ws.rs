@@ -24,9 +24,15 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
+/// Largest WebSocket message, and frame: kubectl sends stdin in pieces of at most 32 KiB. A
+/// frame may not be larger than the message (tungstenite's default frame limit is 16 MiB,
+/// which a client could make the kubelet API buffer).
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+
 pub(super) fn serve(ws: WebSocketUpgrade, exec: Exec) -> Response {
     ws.protocols(SUPPORTED.map(Protocol::name))
-        .max_message_size(exec.state.limits.max_request_bytes.max(1 << 20))
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| run(socket, exec))
 }
 

@@ -229,7 +229,6 @@ impl EdgeNode {
             tls: TlsSource::Bootstrap(CsrBootstrap {
                 ips: vec!["127.0.0.1".parse().unwrap()],
                 dns_names: vec![node.clone()],
-                approval_timeout: Duration::from_secs(60),
                 expiration: cert.expiration,
                 renew_before: cert.renew_before,
                 ..Default::default()
@@ -326,5 +325,159 @@ impl EdgeNode {
             .delete(&self.node, &Default::default())
             .await;
         self.emu.shutdown().await;
+    }
+}
+
+/// A kubelet API run by `vk_kubelet::serve` as the daemon runs it, with a serving certificate
+/// from a CSR that nobody approves but the test (or the kubelet itself, with `approve_own`).
+pub struct CsrKubelet {
+    pub cluster: &'static Cluster,
+    pub admin: kube::Client,
+    pub node: String,
+    pub health: vk_kubelet::Health,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), vk_kubelet::KubeletError>>,
+}
+
+impl CsrKubelet {
+    pub async fn start(tag: &str, approve_own: bool) -> Self {
+        let cluster = cluster_async().await;
+        let admin = cluster.admin_client().await.unwrap();
+        let node = format!("vk-kl-{}-{tag}", std::process::id());
+        let sp = stackpath_client::Client::new(
+            stackpath_client::Config::new("http://127.0.0.1:9", STACK, CLIENT_ID, SECRET).unwrap(),
+        )
+        .unwrap();
+        let cfg = KubeletConfig {
+            listen: loopback(),
+            node_name: node.clone(),
+            tls: TlsSource::Bootstrap(CsrBootstrap {
+                ips: vec!["127.0.0.1".parse().unwrap()],
+                dns_names: vec![node.clone()],
+                approve_own,
+                retry_initial: Duration::from_secs(1),
+                retry_max: Duration::from_secs(2),
+                remind_every: Duration::from_secs(2),
+                ..Default::default()
+            }),
+            client_ca_file: None,
+            auth: AuthMode::Enabled,
+            console: vk_kubelet::ConsoleConfig {
+                host: "127.0.0.1".into(),
+                port: 9,
+                stack_id: STACK.into(),
+                client_id: CLIENT_ID.into(),
+                client_secret: stackpath_client::Secret::new(SECRET),
+                host_key: HostKeyPolicy::Pinned(vec![]),
+                connect_timeout: Duration::from_secs(1),
+            },
+            limits: Limits::default(),
+        };
+        let daemon = cluster.daemon_client().await.unwrap();
+        let health = vk_kubelet::Health::new();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(vk_kubelet::serve(
+            cfg,
+            Arc::new(TestLocator::default()),
+            sp,
+            daemon,
+            health.clone(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Self {
+            cluster,
+            admin,
+            node,
+            health,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    /// Waits until the health satisfies `ok` (or panics after `within`).
+    pub async fn wait(
+        &self,
+        within: Duration,
+        ok: impl Fn(&vk_kubelet::HealthState) -> bool,
+    ) -> vk_kubelet::HealthState {
+        let mut rx = self.health.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = rx.borrow_and_update().clone();
+            if ok(&s) {
+                return s;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                panic!("{}: health never got there; it is {s:?}", self.node);
+            }
+        }
+    }
+
+    /// The CSRs filed for this node, oldest first.
+    pub async fn csrs(&self) -> Vec<CertificateSigningRequest> {
+        let api: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
+        let mut v: Vec<_> = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| {
+                c.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(&format!("csr-{}-", self.node)))
+            })
+            .collect();
+        v.sort_by_key(|c| c.metadata.creation_timestamp.clone().map(|t| t.0));
+        v
+    }
+
+    /// Events (events.k8s.io/v1) regarding this node's Node object.
+    pub async fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.admin.clone(), "default");
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Node") && r.name.as_deref() == Some(&self.node)
+                })
+            })
+            .collect()
+    }
+
+    /// Sets an `Approved` or `Denied` condition on CSR `name`, as `kubectl certificate` does.
+    pub async fn decide(&self, name: &str, approve: bool) {
+        let api: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
+        let (t, reason) = if approve {
+            ("Approved", "KubectlApprove")
+        } else {
+            ("Denied", "KubectlDeny")
+        };
+        let patch = json!({"status": {"conditions": [{"type": t, "status": "True",
+            "reason": reason, "message": format!("{t} by the vk-kubelet test")}]}});
+        api.patch_approval(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+        let api: Api<CertificateSigningRequest> = Api::all(self.admin.clone());
+        for c in self.csrs().await {
+            let _ = api
+                .delete(c.metadata.name.as_deref().unwrap(), &Default::default())
+                .await;
+        }
     }
 }

@@ -260,16 +260,32 @@ pub async fn start_kubelet(
 ) -> Running {
     let cfg = KubeletConfig {
         listen,
-        node_name: "vk-test".into(),
-        tls: TlsSource::Files {
-            cert: pki.cert.clone(),
-            key: pki.key.clone(),
-        },
         client_ca_file: client_ca,
         auth,
+        ..kubelet_config(pki, console)
+    };
+    start_kubelet_with(cfg, locator, sp, kube).await
+}
+
+/// The configuration of a test kubelet API: loopback, no authentication, `pki`'s files.
+pub fn kubelet_config(pki: &TestPki, console: ConsoleConfig) -> KubeletConfig {
+    KubeletConfig {
+        listen: loopback(),
+        node_name: "vk-test".into(),
+        tls: TlsSource::Files(vk_kubelet::CertFiles::new(&pki.cert, &pki.key)),
+        client_ca_file: None,
+        auth: AuthMode::InsecureNone,
         console,
         limits: Limits::default(),
-    };
+    }
+}
+
+pub async fn start_kubelet_with(
+    cfg: KubeletConfig,
+    locator: Arc<dyn PodLocator>,
+    sp: stackpath_client::Client,
+    kube: kube::Client,
+) -> Running {
     let server = KubeletServer::bind(cfg, locator, sp, kube)
         .await
         .expect("kubelet binds");

@@ -1,19 +1,23 @@
 //! The console bridge: one exec = one SSH session to StackPath's container console, with the
 //! host key checked as configured, a PTY when asked, resizes as window-change, and the exit
-//! status or signal mapped back.
+//! status or signal mapped back. Every step of the set-up has a deadline, and a running
+//! session whose console stops answering keepalives is closed.
 
-use std::sync::{Arc, Mutex};
+mod hostkey;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use russh::client::{self, AuthResult};
-use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::config::{ConsoleConfig, HostKeyPolicy};
+use crate::config::ConsoleConfig;
 use crate::locator::ContainerLocation;
+pub use hostkey::{CONSOLE_HOST_KEY_CONFIGMAP, ProbeOutcome, probe};
+use hostkey::{address, step};
 
 /// Terminal size, as the resize channel carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -165,7 +169,26 @@ pub enum ConsoleError {
     #[error("cannot reach the StackPath container console at {addr}: {message}")]
     Connect { addr: String, message: String },
     #[error(
-        "refusing the StackPath container console at {addr}: its SSH host key {fingerprint} does not match {expected}; if the console's key really changed, update --console-known-hosts or --console-host-key"
+        "the StackPath container console at {addr} did not answer within {after:?} during {stage}; check --console-host and --console-port, and that the console is up"
+    )]
+    Timeout {
+        addr: String,
+        stage: &'static str,
+        after: Duration,
+    },
+    #[error(
+        "cannot verify the StackPath container console at {addr}: its SSH host key {fingerprint} is not in {looked_in}; pin StackPath's console key with --console-host-key or list it in --console-known-hosts (the shipped deployment takes both from the ConfigMap `{configmap}`), e.g. from `ssh-keyscan -p <port> <console host>` once its fingerprint is confirmed with StackPath",
+        configmap = CONSOLE_HOST_KEY_CONFIGMAP
+    )]
+    HostKeyUnknown {
+        addr: String,
+        fingerprint: String,
+        /// What was looked at (not an error source).
+        looked_in: String,
+    },
+    #[error(
+        "refusing the StackPath container console at {addr}: its SSH host key {fingerprint} does not match {expected}; if the console's key really changed, update --console-host-key or --console-known-hosts (the shipped deployment takes both from the ConfigMap `{configmap}`)",
+        configmap = CONSOLE_HOST_KEY_CONFIGMAP
     )]
     HostKeyMismatch {
         addr: String,
@@ -180,77 +203,19 @@ pub enum ConsoleError {
     Ssh { addr: String, message: String },
     #[error("the container console closed the session without an exit status")]
     NoExitStatus,
+    #[error(
+        "the exec session was idle (no input or output) for {0:?} and was closed (--kubelet-stream-idle-timeout)"
+    )]
+    Idle(Duration),
 }
 
-struct KeyCheck {
-    policy: HostKeyPolicy,
-    host: String,
-    port: u16,
-    verdict: Arc<Mutex<Option<(String, String)>>>,
-}
-
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
-
-impl KeyCheck {
-    fn check(&self, key: &PublicKey) -> Result<(), String> {
-        match &self.policy {
-            HostKeyPolicy::InsecureAcceptAny => Ok(()),
-            HostKeyPolicy::Pinned(pins) => {
-                let fp = fingerprint(key);
-                let ok = pins.iter().any(|pin| {
-                    let pin = pin.trim();
-                    if pin.starts_with("SHA256:") {
-                        pin == fp
-                    } else {
-                        PublicKey::from_openssh(pin).is_ok_and(|p| p.key_data() == key.key_data())
-                    }
-                });
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("the pinned key(s) ({})", pins.len()))
-                }
-            }
-            HostKeyPolicy::KnownHosts(path) => {
-                match russh::keys::check_known_hosts_path(&self.host, self.port, key, path) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(format!(
-                        "any key for [{}]:{} in {}",
-                        self.host,
-                        self.port,
-                        path.display()
-                    )),
-                    Err(e) => Err(format!("the known_hosts file {} ({e})", path.display())),
-                }
-            }
-        }
-    }
-}
-
-impl client::Handler for KeyCheck {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let key = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            // A certificate's signing key is not the host key we pin; check that the host key
-            // inside it matches instead.
-            PublicKeyOrCertificate::Certificate(c) => &PublicKey::from(c.public_key().clone()),
-        };
-        match self.check(key) {
-            Ok(()) => Ok(true),
-            Err(expected) => {
-                if let Ok(mut v) = self.verdict.lock() {
-                    *v = Some((fingerprint(key), expected));
-                }
-                Ok(false)
-            }
-        }
+impl ConsoleError {
+    /// Whether the console's host key is the problem (an operator must fix the configuration).
+    pub fn is_host_key(&self) -> bool {
+        matches!(
+            self,
+            Self::HostKeyUnknown { .. } | Self::HostKeyMismatch { .. }
+        )
     }
 }
 
@@ -281,71 +246,42 @@ pub async fn exec(
     mut io: ExecIo,
     idle: Duration,
 ) -> Result<ExitOutcome, ConsoleError> {
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let ssh_err = |e: russh::Error| ConsoleError::Ssh {
-        addr: addr.clone(),
-        message: e.to_string(),
-    };
-    let tcp = tokio::time::timeout(
-        cfg.connect_timeout,
-        tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
-    )
-    .await
-    .map_err(|_| ConsoleError::Connect {
-        addr: addr.clone(),
-        message: format!("timed out after {:?}", cfg.connect_timeout),
-    })?
-    .map_err(|e| ConsoleError::Connect {
-        addr: addr.clone(),
-        message: e.to_string(),
-    })?;
-    let _ = tcp.set_nodelay(true);
-    let verdict = Arc::new(Mutex::new(None));
-    let handler = KeyCheck {
-        policy: cfg.host_key.clone(),
-        host: cfg.host.clone(),
-        port: cfg.port,
-        verdict: verdict.clone(),
-    };
-    let ssh_cfg = Arc::new(client::Config {
-        inactivity_timeout: Some(idle),
+    let addr = address(cfg);
+    // A console that stops answering is noticed by keepalives (three missed); an idle but
+    // live session by `idle` below (SSH's own inactivity timer counts keepalive replies).
+    let ssh_cfg = client::Config {
+        keepalive_interval: Some(cfg.connect_timeout),
+        keepalive_max: 3,
         nodelay: true,
         ..Default::default()
-    });
-    let mut session = match client::connect_stream(ssh_cfg, tcp, handler).await {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some((fingerprint, expected)) = verdict.lock().ok().and_then(|mut v| v.take()) {
-                return Err(ConsoleError::HostKeyMismatch {
-                    addr,
-                    fingerprint,
-                    expected,
-                });
-            }
-            return Err(ssh_err(e));
-        }
     };
+    let (mut session, _) = hostkey::connect(cfg, ssh_cfg).await?;
     let user = cfg.user(&loc.instance_name, &loc.container);
-    match session
-        .authenticate_password(user.clone(), cfg.client_secret.expose())
-        .await
-        .map_err(ssh_err)?
-    {
-        AuthResult::Success => {}
-        AuthResult::Failure { .. } => return Err(ConsoleError::AuthRejected { addr, user }),
+    let login = step(
+        cfg,
+        "login",
+        session.authenticate_password(user.clone(), cfg.client_secret.expose()),
+    )
+    .await?;
+    if let AuthResult::Failure { .. } = login {
+        return Err(ConsoleError::AuthRejected { addr, user });
     }
-    let channel = session.channel_open_session().await.map_err(ssh_err)?;
+    let channel = step(cfg, "opening a session", session.channel_open_session()).await?;
     if tty {
         // The first resize usually follows at once; start with the classic size.
-        channel
-            .request_pty(false, "xterm", 80, 24, 0, 0, &[])
-            .await
-            .map_err(ssh_err)?;
+        step(
+            cfg,
+            "requesting a terminal",
+            channel.request_pty(false, "xterm", 80, 24, 0, 0, &[]),
+        )
+        .await?;
     }
-    channel
-        .exec(true, shell_join(argv).into_bytes())
-        .await
-        .map_err(ssh_err)?;
+    step(
+        cfg,
+        "starting the command",
+        channel.exec(true, shell_join(argv).into_bytes()),
+    )
+    .await?;
     let (mut rd, wr) = channel.split();
     let mut outcome = None;
     // Stdin waits for the console's reply to the exec request: input (and its EOF) sent
@@ -354,16 +290,35 @@ pub async fn exec(
     let mut stdin_open = io.stdin.is_some();
     let mut stdin_buf = vec![0u8; 32 << 10];
     let mut resize_open = io.resize.is_some();
+    // The console confirms the command within the set-up deadline; then the session lives
+    // while something moves either way.
+    let start_by = tokio::time::Instant::now() + cfg.connect_timeout;
+    let mut last_traffic = tokio::time::Instant::now();
     loop {
+        let deadline = if started {
+            last_traffic + idle
+        } else {
+            start_by
+        };
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                let _ = session.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+                return Err(if started {
+                    ConsoleError::Idle(idle)
+                } else {
+                    ConsoleError::Timeout { addr, stage: "starting the command", after: cfg.connect_timeout }
+                });
+            }
             msg = rd.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
+                    last_traffic = tokio::time::Instant::now();
                     if let Some(out) = &io.stdout
                         && out.send(data).await.is_err() {
                         break;
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    last_traffic = tokio::time::Instant::now();
                     let out = io.stderr.as_ref().or(io.stdout.as_ref());
                     if let Some(out) = out
                         && out.send(data).await.is_err() {
@@ -376,7 +331,10 @@ pub async fn exec(
                 Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                     outcome = Some(ExitOutcome::Signal(sig_name(&signal_name)));
                 }
-                Some(ChannelMsg::Success) => started = true,
+                Some(ChannelMsg::Success) => {
+                    started = true;
+                    last_traffic = tokio::time::Instant::now();
+                }
                 Some(ChannelMsg::Failure) if !started => {
                     return Err(ConsoleError::Ssh {
                         addr,
@@ -388,6 +346,7 @@ pub async fn exec(
             },
             chunk = next_input(&mut io.stdin, &mut stdin_buf), if stdin_open && started => match chunk {
                 Some(data) => {
+                    last_traffic = tokio::time::Instant::now();
                     if wr.data_bytes(data).await.is_err() {
                         break;
                     }
@@ -399,6 +358,7 @@ pub async fn exec(
             },
             size = recv_opt(&mut io.resize), if resize_open => match size {
                 Some(s) => {
+                    last_traffic = tokio::time::Instant::now();
                     let _ = wr.window_change(u32::from(s.width), u32::from(s.height), 0, 0).await;
                 }
                 None => resize_open = false,
