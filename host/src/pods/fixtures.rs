@@ -254,22 +254,25 @@ pub const TIMING: Timing = Timing {
 
 impl Fixture {
     pub async fn new() -> Self {
-        let emulator = stackpath_emulator::start(
-            EmulatorConfig {
-                stack_ids: vec![STACK.into()],
-                city_codes: vec![CITY.into()],
-                delays: InstanceDelays {
-                    scheduling: Duration::ZERO,
-                    starting: Duration::ZERO,
-                    deleting: Duration::ZERO,
-                },
-                ..EmulatorConfig::default()
+        Self::with_emulator(|_| {}).await
+    }
+
+    /// A fixture whose emulator is configured further by `tune` (e.g. to run containers).
+    pub async fn with_emulator(tune: impl FnOnce(&mut EmulatorConfig)) -> Self {
+        let mut config = EmulatorConfig {
+            stack_ids: vec![STACK.into()],
+            city_codes: vec![CITY.into()],
+            delays: InstanceDelays {
+                scheduling: Duration::ZERO,
+                starting: Duration::ZERO,
+                deleting: Duration::ZERO,
             },
-            "127.0.0.1:0".parse().expect("addr"),
-            None,
-        )
-        .await
-        .expect("emulator");
+            ..EmulatorConfig::default()
+        };
+        tune(&mut config);
+        let emulator = stackpath_emulator::start(config, "127.0.0.1:0".parse().expect("addr"), None)
+            .await
+            .expect("emulator");
         let defaults = EmulatorConfig::default();
         let mut config = stackpath_client::Config::new(
             &emulator.base_url,

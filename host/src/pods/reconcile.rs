@@ -897,4 +897,109 @@ mod tests {
         assert_eq!(st.phase.as_deref(), Some("Failed"));
         assert!(st.message.unwrap().contains("belongs to another pod (default/someone-else)"));
     }
+
+    #[tokio::test]
+    async fn secret_env_reaches_the_workload_as_secret_value() {
+        let f = Fixture::new().await;
+        f.api.put_object(
+            "secrets",
+            json!({"metadata": {"name": "creds", "namespace": "default"},
+                   "data": {"token": "czNjcjN0"}}),
+        );
+        let mut p = fixtures::pod("web", "u1", "nginx:1");
+        p["spec"]["containers"][0]["env"] = json!([{"name": "TOKEN", "valueFrom":
+            {"secretKeyRef": {"name": "creds", "key": "token"}}}]);
+        f.api.put_pod(p);
+        f.pass("default", "web").await;
+        assert_eq!(f.workloads().await.len(), 1);
+        let calls = f.api.take_calls();
+        assert!(calls.iter().any(|c| c.path == "/api/v1/namespaces/default/secrets/creds"));
+        // Neither Events nor status carry the value.
+        for c in calls {
+            assert!(!c.body.to_string().contains("s3cr3t"), "{}", c.path);
+        }
+    }
+
+    #[tokio::test]
+    async fn daemonset_pods_are_left_pending_with_one_event() {
+        let f = Fixture::new().await;
+        let mut p = fixtures::pod("agent-x", "u1", "agent:1");
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "name": "agent", "uid": "d1", "controller": true}]);
+        f.api.put_pod(p);
+        assert_eq!(f.pass("default", "agent-x").await, Action::await_change());
+        // The status write wakes the watch: the next pass changes nothing.
+        assert_eq!(f.pass("default", "agent-x").await, Action::await_change());
+        let st = f.api.pod("default", "agent-x").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        let cond = st.conditions.unwrap().into_iter().find(|c| c.type_ == status::CONDITION_WORKLOAD).unwrap();
+        assert_eq!(cond.reason.as_deref(), Some(reason::DAEMONSET_POD_SKIPPED));
+        assert!(cond.message.unwrap().contains("--daemonset-pods=run"));
+        assert_eq!(reasons(&f), [reason::DAEMONSET_POD_SKIPPED]);
+        assert!(f.workloads().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_active_deadline_deletes_the_workload_and_fails_the_pod() {
+        let f = running("web").await;
+        f.api.edit_pod(
+            "default",
+            "web",
+            json!({"spec": {"activeDeadlineSeconds": 1},
+                   "status": {"startTime": "2026-01-01T00:00:00Z"}}),
+        );
+        assert_eq!(f.pass("default", "web").await, Action::await_change());
+        let st = f.api.pod("default", "web").unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some(reason::DEADLINE_EXCEEDED));
+        assert!(f.workloads().await.is_empty(), "nothing left running or billing");
+        assert_eq!(f.pass("default", "web").await, Action::await_change());
+    }
+
+    /// A run-to-completion pod whose container exits with `code`, run by the emulator as a
+    /// local process; passes until the pod is terminal.
+    async fn job(restart: &str, code: i32) -> (Fixture, PodStatus) {
+        let f = Fixture::with_emulator(|c| c.run_containers = true).await;
+        let mut p = fixtures::pod("job", "u1", "busybox:1");
+        p["spec"]["restartPolicy"] = restart.into();
+        p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", format!("echo done; exit {code}")]);
+        f.api.put_pod(p);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            f.pass("default", "job").await;
+            let st = f.api.pod("default", "job").unwrap().status.unwrap_or_default();
+            if matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")) {
+                return (f, st);
+            }
+            assert!(Instant::now() < deadline, "not terminal: {st:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn exit_code(st: &PodStatus) -> i32 {
+        let c = &st.container_statuses.as_ref().unwrap()[0];
+        c.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code
+    }
+
+    #[tokio::test]
+    async fn a_job_pod_that_succeeds_completes_and_its_workload_is_deleted() {
+        let (f, st) = job("Never", 0).await;
+        assert_eq!(st.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(exit_code(&st), 0);
+        let c = &st.container_statuses.as_ref().unwrap()[0];
+        let t = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(t.reason.as_deref(), Some("Completed"));
+        assert!(t.finished_at.is_some());
+        assert!(f.workloads().await.is_empty(), "no workload left to bill");
+        assert!(reasons(&f).contains(&reason::COMPLETED.to_string()));
+        assert_eq!(f.pass("default", "job").await, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_job_pod_that_fails_under_never_fails_with_the_exit_code() {
+        let (f, st) = job("Never", 3).await;
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(exit_code(&st), 3);
+        assert!(f.workloads().await.is_empty());
+    }
 }
