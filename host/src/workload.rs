@@ -10,7 +10,7 @@ use stackpath_client::model::{
     Target, TargetSpec, Workload,
 };
 
-use crate::policy::{Translated, Violation};
+use crate::policy::{PolicyOutput, Violation};
 
 /// Labels the Go provider put on its workloads; adoption relies on them.
 pub const LABEL_POD_NAME: &str = "vk-pod-name";
@@ -66,7 +66,7 @@ pub type SecretEnv = BTreeMap<(String, String), Secret>;
 /// Builds the workload to POST from the validated policy output and what the host owns.
 pub fn assemble(
     identity: &Identity,
-    translated: Translated,
+    translated: PolicyOutput,
     secret_env: &SecretEnv,
     pull_credentials: Vec<ImagePullCredential>,
 ) -> Result<Workload, Violation> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use vk_stackpath::policy::{
     CallContext, DEFAULT_POLICY_WASM, Limits, PolicyEngine, PolicyError, PolicySource, ResolvedEnv,
+    Sha256Digest,
 };
 
 /// Builds the hostile component once per test binary (a nested cargo into the guest target
@@ -51,6 +52,7 @@ fn limits() -> Limits {
         memory_bytes: 32 << 20,
         max_concurrent: 2,
         cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+        trusted_precompiled: Vec::new(),
     }
 }
 
@@ -81,7 +83,7 @@ fn still_serves(engine: &PolicyEngine) {
     assert_eq!(t.spec.containers.len(), 1);
 }
 
-fn rejection_message(r: Result<vk_stackpath::policy::Translated, PolicyError>) -> String {
+fn rejection_message(r: Result<vk_stackpath::policy::PolicyOutput, PolicyError>) -> String {
     match r {
         Err(PolicyError::Rejected { violations, .. }) => violations[0].message.clone(),
         other => panic!("expected the guest's own rejection, got {other:?}"),
@@ -276,8 +278,13 @@ fn garbage_is_refused_at_load() {
 #[test]
 fn precompiled_policy_loads_and_behaves_the_same() {
     let cwasm = vk_stackpath::policy::precompile(DEFAULT_POLICY_WASM, &limits()).unwrap();
+    // The operator's opt-in: this file's SHA-256 (--precompiled-policy-sha256).
+    let trusting = Limits {
+        trusted_precompiled: vec![Sha256Digest::of(&cwasm)],
+        ..limits()
+    };
     let engine =
-        PolicyEngine::load(PolicySource::File("default.cwasm".into()), &cwasm, limits()).unwrap();
+        PolicyEngine::load(PolicySource::File("default.cwasm".into()), &cwasm, trusting).unwrap();
     assert_eq!(engine.info().name, "default");
     let spec = engine.translate(&pod("none"), &ctx()).unwrap().spec;
     let builtin = PolicyEngine::builtin(limits()).unwrap();
@@ -292,7 +299,7 @@ fn translate_within(
     engine: &PolicyEngine,
     mode: &str,
     patience: Duration,
-) -> Result<vk_stackpath::policy::Translated, PolicyError> {
+) -> Result<vk_stackpath::policy::PolicyOutput, PolicyError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (engine, pod) = (engine.clone(), pod(mode));
     std::thread::spawn(move || {
@@ -488,15 +495,31 @@ fn table_elements_are_capped_per_call() {
     let err = hoarder(0, 0, 6, 19_999)
         .translate(&pod("none"), &ctx())
         .unwrap_err();
-    assert!(
-        matches!(err, PolicyError::OutOfMemory { .. }),
-        "{err:?}"
-    );
+    match &err {
+        PolicyError::Trap { message, .. } => assert!(
+            message.contains("the limit is 100000 table elements per call"),
+            "{message}"
+        ),
+        other => panic!("expected a trap, got {other:?}"),
+    }
     rejection_or_empty(hoarder(0, 0, 4, 19_999).translate(&pod("none"), &ctx()));
 }
 
+#[test]
+fn a_component_with_more_memories_than_a_slot_holds_is_refused_at_load() {
+    let err = PolicyEngine::load(
+        PolicySource::File("hoarder.wat".into()),
+        &hoarding_component(8, 0, 0, 0),
+        limits(),
+    )
+    .err()
+    .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("9 Wasm linear memories"), "{msg}");
+}
+
 /// The hoarder's own answer: a rejection without violations.
-fn rejection_or_empty(r: Result<vk_stackpath::policy::Translated, PolicyError>) {
+fn rejection_or_empty(r: Result<vk_stackpath::policy::PolicyOutput, PolicyError>) {
     match r {
         Err(PolicyError::Rejected { violations, .. }) => assert!(violations.is_empty()),
         other => panic!("expected the hoarder's rejection, got {other:?}"),
@@ -558,6 +581,18 @@ fn live_reload_refuses_a_swapped_in_precompiled_policy() {
     still_serves(&active.current());
     assert!(log.contains("keeping the active one"), "{log}");
     assert!(log.contains("--precompiled-policy-sha256"), "{log}");
+
+    // With the operator's opt-in for that very file, the same swap is taken.
+    std::fs::copy(hostile_wasm(), &path).unwrap();
+    let trusting = Limits {
+        trusted_precompiled: vec![Sha256Digest::of(&cwasm)],
+        ..limits()
+    };
+    let active =
+        vk_stackpath::active_policy::ActivePolicy::load(Some(path.clone()), trusting).unwrap();
+    std::fs::write(&path, &cwasm).unwrap();
+    assert!(active.reload_if_changed());
+    assert_eq!(active.current().info().name, "default");
 }
 
 // ---- The compile cache holds native code: trusted only in a private directory. ----
@@ -611,7 +646,10 @@ fn world_writable_cache_dir_is_bypassed() {
     let (name, log) = load_through_tampered_cache(|dir, _| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap()
     });
-    assert_eq!(name, "hostile", "code from a world-writable cache was loaded");
+    assert_eq!(
+        name, "hostile",
+        "code from a world-writable cache was loaded"
+    );
     assert!(log.contains("writable by others"), "{log}");
 }
 
@@ -621,6 +659,9 @@ fn group_writable_cache_entry_is_bypassed() {
     let (name, log) = load_through_tampered_cache(|_, entry| {
         std::fs::set_permissions(entry, std::fs::Permissions::from_mode(0o664)).unwrap()
     });
-    assert_eq!(name, "hostile", "code from a group-writable cache entry was loaded");
+    assert_eq!(
+        name, "hostile",
+        "code from a group-writable cache entry was loaded"
+    );
     assert!(log.contains("writable by others"), "{log}");
 }
