@@ -18,7 +18,7 @@ use common::{fixture, native_ctx};
 use criterion::{Criterion, criterion_group, criterion_main};
 use vk_stackpath::manifest;
 use vk_stackpath::policy::{
-    CallContext, DEFAULT_POLICY_WASM, Limits, PolicyEngine, PolicySource, precompile,
+    CallContext, DEFAULT_POLICY_WASM, Limits, PolicyEngine, PolicySource, Sha256Digest, precompile,
 };
 
 fn translate(c: &mut Criterion) {
@@ -43,8 +43,10 @@ fn translate(c: &mut Criterion) {
 }
 
 fn load(c: &mut Criterion) {
-    let limits = Limits::default();
+    let mut limits = Limits::default();
     let cwasm = precompile(DEFAULT_POLICY_WASM, &limits).unwrap();
+    // Native code loads only when named (as --precompiled-policy-sha256 does).
+    limits.trusted_precompiled.push(Sha256Digest::of(&cwasm));
     let mut g = c.benchmark_group("policy_load");
     g.sample_size(10);
     g.bench_function("compile", |b| {
@@ -111,10 +113,13 @@ fn custom(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy_custom");
     for path in list.split(',').filter(|p| !p.is_empty()) {
         let path = std::path::Path::new(path);
+        // Named here by whoever runs the benchmark, so a `.cwasm` among them is trusted.
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("VK_BENCH_POLICY: {e}"));
         let engine = PolicyEngine::from_file(
             path,
             Limits {
                 cache_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+                trusted_precompiled: vec![Sha256Digest::of(&bytes)],
                 ..Limits::default()
             },
         )

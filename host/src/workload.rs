@@ -12,7 +12,7 @@ use stackpath_client::model::{
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::policy::{Translated, Violation};
+use crate::policy::{PolicyOutput, Violation};
 use crate::translation::Placement;
 
 /// Labels the Go provider put on its workloads; adoption relies on them.
@@ -103,7 +103,7 @@ pub type SecretEnv = BTreeMap<(String, String), Secret>;
 /// Builds the workload to POST from the validated policy output and what the host owns.
 pub fn assemble(
     identity: &Identity,
-    translated: Translated,
+    translated: PolicyOutput,
     secret_env: &SecretEnv,
     pull_credentials: Vec<ImagePullCredential>,
 ) -> Result<Workload, Violation> {

@@ -177,16 +177,43 @@ fn policy_info_and_check_describe_the_default_policy() {
         None,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = vk(
-        &[
-            "translate",
-            &golden("minimal.pod.yaml"),
-            "--policy",
-            cwasm.to_str().unwrap(),
-        ],
-        None,
+    // `policy compile` prints the SHA-256 as `sha256sum` does; a .cwasm is native code, loaded
+    // only with that digest named.
+    let printed = text(&out.stdout);
+    let digest = printed
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(digest.len(), 64, "{printed}");
+    assert!(text(&out.stderr).contains(&format!("--precompiled-policy-sha256={digest}")));
+    let pod = golden("minimal.pod.yaml");
+    let translate = |extra: &[&str]| {
+        let mut args = vec!["translate", &pod, "--policy", cwasm.to_str().unwrap()];
+        args.extend(extra);
+        vk(&args, None)
+    };
+    let out = translate(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("precompiled policy")
+            && err.contains(&format!("--precompiled-policy-sha256={digest}")),
+        "{err}"
     );
+    let out = translate(&["--precompiled-policy-sha256", &"0".repeat(64)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let other = "0".repeat(64);
+    let trusted = format!("--precompiled-policy-sha256={digest}");
+    let out = translate(&["--precompiled-policy-sha256", &other, &trusted]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = translate(&["--precompiled-policy-sha256", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not a SHA-256"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

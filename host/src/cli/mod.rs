@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use vk_stackpath::policy::{Limits, PolicyEngine, PolicyError};
+use vk_stackpath::policy::{Limits, PolicyEngine, PolicyError, Sha256Digest};
 
 #[derive(Parser)]
 #[command(
@@ -60,8 +60,8 @@ enum Command {
 /// Policy selection and sandbox limits, shared by the commands that run a policy.
 #[derive(clap::Args, Clone)]
 pub struct PolicyArgs {
-    /// A policy component (`.wasm`) or one precompiled by `policy compile` (`.cwasm`);
-    /// the built-in default policy when absent.
+    /// A policy component (`.wasm`) or one precompiled by `policy compile` (`.cwasm`, which
+    /// also needs --precompiled-policy-sha256); the built-in default policy when absent.
     #[arg(long, env = "VK_POLICY")]
     pub policy: Option<PathBuf>,
     #[command(flatten)]
@@ -74,7 +74,7 @@ pub struct SandboxArgs {
     /// Time one policy call may take, e.g. `500ms`, `2s`.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub policy_timeout: std::time::Duration,
-    /// Memory one policy instance may use, in MiB.
+    /// Memory one policy call may use, in MiB: all its instance's linear memories together.
     #[arg(long, default_value_t = 128)]
     pub policy_memory_mib: usize,
     /// Where compiled policies are cached [default: $XDG_CACHE_HOME/vk-stackpath/policies,
@@ -84,6 +84,11 @@ pub struct SandboxArgs {
     /// Compile the policy every time instead of caching the compiled code.
     #[arg(long)]
     pub no_policy_cache: bool,
+    /// The SHA-256 (as `sha256sum` prints it) of a precompiled policy (`.cwasm`) that may be
+    /// loaded; repeatable. A `.cwasm` is native code that runs outside the sandbox, so any
+    /// other is refused, also when live reload finds one. Deliberately no environment variable.
+    #[arg(long = "precompiled-policy-sha256", value_name = "SHA256")]
+    pub precompiled_policy_sha256: Vec<Sha256Digest>,
 }
 
 impl SandboxArgs {
@@ -97,6 +102,7 @@ impl SandboxArgs {
             } else {
                 self.policy_cache_dir.clone().or_else(default_cache_dir)
             },
+            trusted_precompiled: self.precompiled_policy_sha256.clone(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use vk_stackpath::manifest;
-use vk_stackpath::policy::{PolicyError, precompile};
+use vk_stackpath::policy::{PolicyError, Sha256Digest, precompile};
 use vk_stackpath::resolve::Objects;
 use vk_stackpath::translation::{self, Placement, TranslateError};
 
@@ -48,7 +48,9 @@ pub enum PolicyCommand {
     },
     /// Precompile a policy for this daemon, so that it loads in milliseconds.
     #[command(
-        after_help = "Example:\n  vk-stackpath policy compile my_policy.wasm -o my_policy.cwasm"
+        after_help = "The output is native code: the daemon loads it only with \
+--precompiled-policy-sha256 set to its SHA-256, which this command prints.\n\n\
+Example:\n  vk-stackpath policy compile my_policy.wasm -o my_policy.cwasm"
     )]
     Compile {
         /// The policy component (`.wasm`).
@@ -100,6 +102,13 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, String> {
                 compiled.len() >> 10,
                 started.elapsed()
             );
+            // The opt-in that loading it needs (native code runs outside the sandbox).
+            let digest = Sha256Digest::of(&compiled);
+            eprintln!(
+                "load it with: --policy {} --precompiled-policy-sha256={digest}",
+                output.display()
+            );
+            println!("{digest}  {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
     }

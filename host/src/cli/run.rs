@@ -38,6 +38,11 @@ pub struct RunArgs {
     nodename: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
+    /// Policy calls that run at once (more wait). Each may use up to --policy-memory-mib, so
+    /// keep concurrency × memory within the container's memory limit with room for the daemon
+    /// (~150 MiB at 10,000 pods): the default 2 × 128 MiB leaves half of the shipped 512Mi.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    policy_concurrency: u32,
     /// Pods reconciled at once.
     #[arg(long, default_value_t = 32)]
     pod_sync_workers: u16,
@@ -383,8 +388,7 @@ impl RunArgs {
             },
         };
         let mut limits = self.policy.limits();
-        // The daemon translates many pods at once.
-        limits.max_concurrent = 16;
+        limits.max_concurrent = self.policy_concurrency;
         Ok(DaemonConfig {
             stackpath,
             node,
@@ -458,4 +462,45 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    fn run_args(flags: &[&str]) -> Result<super::RunArgs, clap::Error> {
+        let argv = ["vk-stackpath", "run"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            _ => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn policy_concurrency_and_trusted_precompiled_reach_the_limits() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let args = run_args(&[
+            "--policy-concurrency",
+            "3",
+            "--precompiled-policy-sha256",
+            &a,
+            "--precompiled-policy-sha256",
+            &b,
+        ])
+        .unwrap();
+        assert_eq!(args.policy_concurrency, 3);
+        // Repeatable even though `run` lets a single-valued flag given twice take the last.
+        let trusted: Vec<String> = args
+            .policy
+            .limits()
+            .trusted_precompiled
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(trusted, [a, b]);
+        assert_eq!(run_args(&[]).unwrap().policy_concurrency, 2);
+        assert!(run_args(&["--policy-concurrency", "0"]).is_err());
+    }
 }

@@ -6,12 +6,14 @@ use std::time::Instant;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::{
-    self, CONTRACT_PACKAGE, CONTRACT_VERSION, Policy, PolicyPre, TRANSLATOR_EXPORT,
-};
+use super::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION, Policy, PolicyPre, TRANSLATOR_EXPORT};
+use super::context::CallContext;
 use super::error::{PolicyError, Violation};
-use super::sandbox::{CallState, EPOCH_TICK, EpochTicker, Gate, Limits};
-use super::validate::{self, Translated};
+use super::sandbox::{
+    CallState, EPOCH_TICK, EpochTicker, Gate, Limits, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES,
+};
+use super::validate::{self, PolicyOutput};
+use super::wasi::DeadlineExceeded;
 
 /// The default policy, built from `guest-default/` by `build.rs` and embedded.
 pub const DEFAULT_POLICY_WASM: &[u8] =
@@ -22,7 +24,8 @@ pub const DEFAULT_POLICY_WASM: &[u8] =
 pub enum PolicySource {
     /// The built-in default policy.
     Builtin,
-    /// A `.wasm` component or a `.cwasm` made by `vk-stackpath policy compile`.
+    /// A `.wasm` component, or a `.cwasm` made by `vk-stackpath policy compile` (loaded only
+    /// when [`Limits::trusted_precompiled`] names its SHA-256).
     File(std::path::PathBuf),
 }
 
@@ -43,26 +46,6 @@ pub struct PolicyInfo {
     pub description: String,
     /// The contract it was built against.
     pub contract: String,
-}
-
-/// Inputs the host gives a policy besides the pod.
-#[derive(Debug, Clone, Default)]
-pub struct CallContext {
-    pub node_name: String,
-    pub city_code: String,
-    pub stack_id: String,
-    pub env: Vec<ResolvedEnv>,
-}
-
-/// An env value resolved by the host. Secret values never reach the policy: only the fact
-/// that the value is a Secret's.
-#[derive(Debug, Clone)]
-pub struct ResolvedEnv {
-    pub container: String,
-    pub name: String,
-    /// `None` when `from_secret`.
-    pub value: Option<String>,
-    pub from_secret: bool,
 }
 
 /// A loaded policy, ready to translate pods; cheap to clone and safe to share across threads.
@@ -91,7 +74,8 @@ impl PolicyEngine {
         Self::load(PolicySource::Builtin, DEFAULT_POLICY_WASM, limits)
     }
 
-    /// A policy file: a component (`.wasm`) or a precompiled one (`.cwasm`).
+    /// A policy file: a component (`.wasm`) or a precompiled one (`.cwasm`, only one that
+    /// [`Limits::trusted_precompiled`] names).
     pub fn from_file(path: &std::path::Path, limits: Limits) -> Result<Self, PolicyError> {
         let source = PolicySource::File(path.to_path_buf());
         let bytes = std::fs::read(path).map_err(|e| PolicyError::Load {
@@ -124,10 +108,11 @@ impl PolicyEngine {
         let started = Instant::now();
         let component = match Engine::detect_precompiled(bytes) {
             Some(wasmtime::Precompiled::Component) => {
-                // SAFETY: a `.cwasm` holds native code. Only files written by `vk-stackpath
-                // policy compile` are meant to be given here (the operator's own artifact, as
-                // trusted as the daemon binary); wasmtime checks that it was made by this very
-                // wasmtime version with these settings and refuses it otherwise.
+                super::precompiled::check(&label, bytes, &limits.trusted_precompiled)?;
+                // SAFETY: a `.cwasm` holds native code. The operator named this very file by
+                // its SHA-256 (checked just above): their own artifact from `vk-stackpath
+                // policy compile`, as trusted as the daemon binary. wasmtime checks that it was
+                // made by this wasmtime version with these settings and refuses it otherwise.
                 unsafe { Component::deserialize(&engine, bytes) }.map_err(|e| {
                     load_err(format!(
                         "the precompiled policy does not fit this daemon ({e:#}); run \
@@ -146,18 +131,26 @@ impl PolicyEngine {
                 new_engine(&limits, deadline)
             })
             .map_err(|e| {
-                load_err(format!(
-                    "not a valid WebAssembly component ({e:#}); build it for wasm32-wasip2 with \
-                     wit-bindgen against wit/policy.wit"
-                ))
+                let e = format!("{e:#}");
+                load_err(if e.contains("in the pooling allocator") {
+                    format!(
+                        "it needs more than the sandbox gives one call ({e}); a policy may hold \
+                         {MAX_CORE_INSTANCES} core instances, {MAX_MEMORIES} memories and \
+                         {MAX_TABLES} tables"
+                    )
+                } else {
+                    format!(
+                        "not a valid WebAssembly component ({e}); build it for wasm32-wasip2 \
+                         with wit-bindgen against wit/policy.wit"
+                    )
+                })
             })?,
         };
         tracing::debug!(policy = %label, elapsed = ?started.elapsed(), "policy compiled");
         check_contract(&engine, &component, &label)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| load_err(format!("{e:#}")))?;
+        super::wasi::add_to_linker(&mut linker).map_err(|e| load_err(format!("{e:#}")))?;
         Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
             &mut linker,
             |s| s,
@@ -221,8 +214,12 @@ impl PolicyEngine {
     }
 
     /// Runs the policy on one pod and validates what it returns.
-    pub fn translate(&self, pod_json: &str, ctx: &CallContext) -> Result<Translated, PolicyError> {
-        let wit_ctx = wit_context(ctx);
+    pub fn translate(
+        &self,
+        pod_json: &str,
+        ctx: &CallContext,
+    ) -> Result<PolicyOutput, PolicyError> {
+        let wit_ctx = ctx.to_wit();
         let result = self.call(|store, policy| {
             policy
                 .stackpath_policy_translator()
@@ -246,7 +243,9 @@ impl PolicyEngine {
     }
 
     /// One call in a fresh store: instantiate from the pre-instantiated component, run `f`,
-    /// drop everything. Traps, timeouts and memory exhaustion become typed errors.
+    /// drop everything. Traps, timeouts (guest code interrupted at the epoch deadline, or a
+    /// WASI call that waited until the same deadline) and memory exhaustion become typed
+    /// errors.
     pub(super) fn call<R>(
         &self,
         f: impl FnOnce(&mut Store<CallState>, &Policy) -> wasmtime::Result<R>,
@@ -274,7 +273,9 @@ impl PolicyEngine {
 
     fn classify(&self, e: wasmtime::Error, memory_denied: bool) -> PolicyError {
         let policy = self.inner.label.to_string();
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+            || e.downcast_ref::<DeadlineExceeded>().is_some()
+        {
             return PolicyError::Timeout {
                 policy,
                 limit: self.inner.limits.timeout,
@@ -293,26 +294,6 @@ impl PolicyEngine {
     }
 }
 
-/// The context as the WIT bindings carry it.
-pub(super) fn wit_context(ctx: &CallContext) -> bindings::Context {
-    bindings::Context {
-        node_name: ctx.node_name.clone(),
-        city_code: ctx.city_code.clone(),
-        stack_id: ctx.stack_id.clone(),
-        env: ctx
-            .env
-            .iter()
-            .map(|e| bindings::ResolvedEnv {
-                container: e.container.clone(),
-                name: e.name.clone(),
-                // Belt and braces: never hand a Secret's value to a policy.
-                value: if e.from_secret { None } else { e.value.clone() },
-                from_secret: e.from_secret,
-            })
-            .collect(),
-    }
-}
-
 /// One engine per policy: compiled code and the instance pool are tied to it.
 fn new_engine(limits: &Limits, deadline: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
@@ -324,13 +305,17 @@ fn new_engine(limits: &Limits, deadline: bool) -> wasmtime::Result<Engine> {
     }
     let slots = limits.max_concurrent.max(1);
     let mut pool = PoolingAllocationConfig::default();
-    // A Rust wasip2 component holds a few core instances (the program, the WASI adapter,
-    // shims); a componentize-py one about 40 (CPython and its extension modules). Leave room
-    // for that per slot: unused pool entries cost address space only.
+    // Each slot has room for one call's core instances, memories and tables (unused pool
+    // entries cost address space only), and a component needing more is refused when it is
+    // loaded: one call can never take what another call's slot needs.
     pool.total_component_instances(slots);
-    pool.total_core_instances(slots * 64);
-    pool.total_memories(slots * 4);
-    pool.total_tables(slots * 64);
+    pool.total_core_instances(slots * MAX_CORE_INSTANCES);
+    pool.max_core_instances_per_component(MAX_CORE_INSTANCES);
+    pool.total_memories(slots * MAX_MEMORIES);
+    pool.max_memories_per_component(MAX_MEMORIES);
+    pool.total_tables(slots * MAX_TABLES);
+    pool.max_tables_per_component(MAX_TABLES);
+    // One memory may take the whole cap; the store's limiter holds all of them to it together.
     pool.max_memory_size(limits.memory_bytes);
     // Between calls a slot's memory is reset to its initial image. Where the kernel has
     // PAGEMAP_SCAN (Linux 6.7+), only the pages the call dirtied within the first

@@ -36,7 +36,7 @@ pub enum PolicyError {
 
     #[error(
         "policy {policy} did not finish within {limit:?} and was stopped; a policy must not \
-         loop (raise --policy-timeout only if the policy is known to be slow)"
+         loop or wait (raise --policy-timeout only if the policy is known to be slow)"
     )]
     Timeout { policy: String, limit: Duration },
 

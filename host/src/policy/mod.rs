@@ -4,18 +4,20 @@
 
 mod bindings;
 mod cache;
+mod context;
 mod engine;
 mod error;
 #[doc(hidden)]
 pub mod parts;
+mod precompiled;
 mod sandbox;
 mod validate;
+mod wasi;
 
 pub use bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-pub use engine::{
-    CallContext, DEFAULT_POLICY_WASM, PolicyEngine, PolicyInfo, PolicySource, ResolvedEnv,
-    precompile,
-};
+pub use context::{CallContext, ResolvedEnv};
+pub use engine::{DEFAULT_POLICY_WASM, PolicyEngine, PolicyInfo, PolicySource, precompile};
 pub use error::{PolicyError, Violation};
+pub use precompiled::Sha256Digest;
 pub use sandbox::Limits;
-pub use validate::Translated;
+pub use validate::PolicyOutput;

@@ -3,10 +3,11 @@
 //! apart, and an engine without the deadline to see what it costs. Not for other uses.
 
 use super::bindings::{self, Translation};
-use super::engine::{CallContext, DEFAULT_POLICY_WASM, PolicyEngine, PolicySource};
+use super::context::CallContext;
+use super::engine::{DEFAULT_POLICY_WASM, PolicyEngine, PolicySource};
 use super::error::PolicyError;
 use super::sandbox::Limits;
-use super::validate::{self, Translated};
+use super::validate::{self, PolicyOutput};
 
 /// The built-in policy on an engine without the per-call deadline: no epoch checks compiled
 /// into its code, nothing to stop a runaway call. Only to measure what the deadline costs; the
@@ -37,7 +38,7 @@ pub fn translate_unvalidated(
     pod_json: &str,
     ctx: &CallContext,
 ) -> Result<Unvalidated, PolicyError> {
-    let wit_ctx = super::engine::wit_context(ctx);
+    let wit_ctx = ctx.to_wit();
     engine
         .call(|store, policy| {
             policy
@@ -52,7 +53,7 @@ pub fn validate(
     engine: &PolicyEngine,
     raw: Unvalidated,
     ctx: &CallContext,
-) -> Result<Translated, PolicyError> {
+) -> Result<PolicyOutput, PolicyError> {
     match raw.0 {
         Ok(t) => validate::translation(engine.label(), t, ctx),
         Err(_) => Err(PolicyError::Rejected {

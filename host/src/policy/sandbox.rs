@@ -2,26 +2,33 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Level, stackpath};
+use super::precompiled::Sha256Digest;
 
-/// Limits applied to every policy call.
+/// What the sandbox allows a policy: the limits applied to every call, and what it trusts at
+/// load time.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Wall-clock budget of one call (instantiation included).
+    /// Wall-clock budget of one call (instantiation included), whatever the policy does: guest
+    /// code is interrupted, and a WASI call that waits (a sleep, a poll) returns at it.
     pub timeout: Duration,
-    /// Linear memory a policy instance may grow to, in bytes (all its memories together).
+    /// Linear memory one call may use, in bytes: all the memories of its instance together.
     pub memory_bytes: usize,
-    /// Calls that may run at once; more wait (the instance pool has this many slots).
+    /// Calls that may run at once; more wait (the instance pool has this many slots). The
+    /// daemon's policy memory is at most `max_concurrent × memory_bytes`.
     pub max_concurrent: u32,
     /// Where compiled policies are cached (see `cache.rs`); `None` compiles every time.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// The precompiled policies (`.cwasm`, native code) that may be loaded, by SHA-256; any
+    /// other `.cwasm` is refused (see `precompiled.rs`).
+    pub trusted_precompiled: Vec<Sha256Digest>,
 }
 
 impl Default for Limits {
@@ -29,11 +36,22 @@ impl Default for Limits {
         Limits {
             timeout: Duration::from_secs(1),
             memory_bytes: 128 << 20,
-            max_concurrent: 16,
+            max_concurrent: 2,
             cache_dir: None,
+            trusted_precompiled: Vec::new(),
         }
     }
 }
+
+/// What one call (one component instance) may hold besides its memory: core instances, linear
+/// memories and tables (the instance pool reserves this many per slot), and table elements
+/// (all its tables together). A Rust wasip2 component holds a few core instances, one memory
+/// and a few tables; a componentize-py one about 40 core instances (CPython and its extension
+/// modules, linked dynamically), a couple of memories and one large table.
+pub(crate) const MAX_CORE_INSTANCES: u32 = 64;
+pub(crate) const MAX_MEMORIES: u32 = 8;
+pub(crate) const MAX_TABLES: u32 = 64;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// How often the epoch advances; the deadline is counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -43,6 +61,9 @@ const STDIO_CAPACITY: usize = 64 << 10;
 /// flood the daemon's logs.
 const MAX_LOG_CALLS: u32 = 64;
 const MAX_LOG_LEN: usize = 2048;
+/// The most `wasi:random` hands out in one call: the bytes are allocated on the host, outside
+/// the memory cap (wasmtime-wasi allows 64 MiB). Enough to seed anything.
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// Everything a store holds for one call. Built fresh for every call and dropped after it, so
 /// nothing survives from one pod to the next.
@@ -54,6 +75,8 @@ pub(crate) struct CallState {
     pub limiter: Limiter,
     policy: Arc<str>,
     log_calls: u32,
+    /// When the call must be over; WASI calls that wait stop waiting then (see `wasi.rs`).
+    deadline: Instant,
 }
 
 /// What a policy built with std gets from WASI: stdout and stderr into memory, nothing else.
@@ -72,6 +95,7 @@ impl Wasi {
         let ctx = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         Wasi {
             ctx,
@@ -88,20 +112,16 @@ impl CallState {
         CallState {
             wasi: None,
             table,
-            limiter: Limiter {
-                inner: StoreLimitsBuilder::new()
-                    .memory_size(limits.memory_bytes)
-                    .instances(128)
-                    .tables(256)
-                    .memories(16)
-                    .table_elements(100_000)
-                    .trap_on_grow_failure(true)
-                    .build(),
-                memory_denied: false,
-            },
+            limiter: Limiter::new(limits.memory_bytes),
             policy,
             log_calls: 0,
+            deadline: Instant::now() + limits.timeout,
         }
+    }
+
+    /// The call's resource table and deadline, for the WASI calls that wait.
+    pub fn io(&mut self) -> (&mut ResourceTable, Instant) {
+        (&mut self.table, self.deadline)
     }
 
     /// Forwards what the policy printed to the daemon's logs.
@@ -154,11 +174,31 @@ impl stackpath::policy::log::Host for CallState {
     }
 }
 
-/// `StoreLimits` plus a note of whether it refused memory, so a trap that follows can be
-/// reported as "out of memory" rather than as a crash.
+/// The store's resource limiter: counts the call's linear memory and table elements over all
+/// its memories and tables (wasmtime asks per memory and per table, from zero for a new one),
+/// and notes a refusal of memory, so that the trap that follows is reported as "out of memory"
+/// rather than as a crash. A refused growth traps (a policy cannot recover and carry on).
 pub(crate) struct Limiter {
-    inner: StoreLimits,
+    memory_cap: usize,
+    memory_used: usize,
+    table_used: usize,
+    /// The growth last allowed, `(from, to)`: given back if the growth then fails.
+    memory_granted: (usize, usize),
+    table_granted: (usize, usize),
     pub memory_denied: bool,
+}
+
+impl Limiter {
+    fn new(memory_cap: usize) -> Self {
+        Limiter {
+            memory_cap,
+            memory_used: 0,
+            table_used: 0,
+            memory_granted: (0, 0),
+            table_granted: (0, 0),
+            memory_denied: false,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -166,37 +206,66 @@ impl ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let r = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(r, Ok(true)) {
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
             self.memory_denied = true;
+            wasmtime::bail!(
+                "the policy's memories would hold {total} bytes together; the limit is {} per call",
+                self.memory_cap
+            );
         }
-        r
+        self.memory_used = total;
+        self.memory_granted = (current, desired);
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        let (from, to) = std::mem::take(&mut self.memory_granted);
+        self.memory_used = self.memory_used.saturating_sub(to - from);
+        self.memory_denied = true;
+        Err(error)
     }
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        maximum: Option<usize>,
+        _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        let total = self
+            .table_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            wasmtime::bail!(
+                "the policy's tables would hold {total} elements together; the limit is \
+                 {MAX_TABLE_ELEMENTS} table elements per call"
+            );
+        }
+        self.table_used = total;
+        self.table_granted = (current, desired);
+        Ok(true)
     }
 
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_denied = true;
-        self.inner.memory_grow_failed(error)
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        let (from, to) = std::mem::take(&mut self.table_granted);
+        self.table_used = self.table_used.saturating_sub(to - from);
+        Err(error)
     }
 
     fn instances(&self) -> usize {
-        self.inner.instances()
+        MAX_CORE_INSTANCES as usize
     }
     fn tables(&self) -> usize {
-        self.inner.tables()
+        MAX_TABLES as usize
     }
     fn memories(&self) -> usize {
-        self.inner.memories()
+        MAX_MEMORIES as usize
     }
 }
 

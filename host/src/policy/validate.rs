@@ -7,15 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use stackpath_client::model::{ContainerSpec, WorkloadSpec};
 
 use super::bindings::Translation;
-use super::engine::CallContext;
+use super::context::CallContext;
 use super::error::{PolicyError, Violation};
 
 /// A policy's warnings, as the host turns them into Events.
 pub type Warning = Violation;
 
-/// A validated translation.
+/// What a policy returned for a pod, validated: the workload spec, the workload's annotations
+/// and the warnings for the user.
 #[derive(Debug, Clone)]
-pub struct Translated {
+pub struct PolicyOutput {
     pub spec: WorkloadSpec,
     pub annotations: BTreeMap<String, String>,
     pub warnings: Vec<Warning>,
@@ -43,7 +44,7 @@ pub(crate) fn translation(
     policy: &str,
     t: Translation,
     ctx: &CallContext,
-) -> Result<Translated, PolicyError> {
+) -> Result<PolicyOutput, PolicyError> {
     let mut v = Vec::new();
     let spec = parse_spec(&t.spec, &mut v);
     if let Some(spec) = &spec {
@@ -68,7 +69,7 @@ pub(crate) fn translation(
         ));
     }
     match spec {
-        Some(spec) if v.is_empty() => Ok(Translated {
+        Some(spec) if v.is_empty() => Ok(PolicyOutput {
             spec,
             annotations,
             warnings: t

@@ -3,13 +3,33 @@
 //! --policy` on the fixtures in `fixtures/`, compared with `golden/<policy>/<fixture>.txt`
 //! (`UPDATE_GOLDEN=1` rewrites them; review the diff).
 
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::process::Output;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-use policy_examples_tests::{Result, python_annotate, rust_strict, target_dir, vk};
+use policy_examples_tests::{Result, python_annotate, rust_strict, target_dir};
+
+/// The SHA-256 of each `.cwasm` this test compiled, as `policy compile` printed it.
+static COMPILED: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// The CLI, trusting the `.cwasm` files this test compiled: a precompiled policy is native
+/// code, loaded only with `--precompiled-policy-sha256` naming it.
+fn vk(args: &[&OsStr]) -> Result<Output> {
+    let compiled = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+    let trust: Vec<OsString> = args
+        .iter()
+        .filter_map(|a| compiled.get(Path::new(a)))
+        .map(|digest| format!("--precompiled-policy-sha256={digest}").into())
+        .collect();
+    drop(compiled);
+    let mut all = args.to_vec();
+    all.extend(trust.iter().map(OsString::as_os_str));
+    policy_examples_tests::vk(&all)
+}
 
 fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -45,6 +65,15 @@ fn compiled(name: &str, wasm: &Path, cell: &'static OnceLock<PathBuf>) -> PathBu
             "policy compile {name} failed:\n{}",
             String::from_utf8_lossy(&o.stderr)
         );
+        let digest = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        COMPILED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(out.clone(), digest);
         out
     })
     .clone()

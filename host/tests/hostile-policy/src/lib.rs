@@ -1,7 +1,8 @@
 //! A deliberately hostile policy for the engine's sandbox tests. What it does is chosen by the
 //! pod's `hostile` annotation (found by a plain substring search, to stay dependency-free):
-//! loop forever, exhaust memory, read files, open sockets, read the environment, panic, or
-//! return output that breaks the host's rules. Without the annotation it behaves.
+//! loop forever, sleep or wait on a pollable forever inside the host, read stdin, exhaust
+//! memory, read files, open sockets, read the environment, panic, or return output that breaks
+//! the host's rules. Without the annotation it behaves.
 #![cfg(target_arch = "wasm32")]
 
 wit_bindgen::generate!({
@@ -56,6 +57,25 @@ impl Guest for Hostile {
                 let mut n: u64 = 0;
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            // Both wait inside the host (wasi:io/poll), where epoch interruption never fires.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                reject("WOKE UP after an hour".into())
+            }
+            "poll-forever" => {
+                let never = wasip2::clocks::monotonic_clock::subscribe_duration(u64::MAX);
+                loop {
+                    wasip2::io::poll::poll(&[&never]);
+                }
+            }
+            "stdin" => {
+                use std::io::Read;
+                let mut input = Vec::new();
+                match std::io::stdin().read_to_end(&mut input) {
+                    Ok(n) => reject(format!("stdin: {n} bytes")),
+                    Err(e) => reject(format!("stdin: {e}")),
                 }
             }
             "memory" => {
