@@ -23,6 +23,8 @@ fn placement() -> Placement {
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "golden-stack".into(),
+        host_ip: "192.0.2.10".into(),
+        config_volumes: Default::default(),
     }
 }
 

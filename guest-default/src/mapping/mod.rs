@@ -79,27 +79,21 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
             "the pod has no containers; a pod needs at least one",
         );
     }
-    let volumes = volume::map_volumes(&pod.spec.volumes, &mut f);
+    let volumes = volume::map_volumes(&pod.spec.volumes, ctx, &mut f);
     let mut spec = WorkloadSpec {
         volume_claim_templates: volumes.claims,
         runtime: runtime::map_runtime(&pod.spec, &mut f),
         ..WorkloadSpec::default()
     };
     let groups = [
-        (
-            "containers",
-            core::mem::take(&mut pod.spec.containers),
-            &mut spec.containers,
-        ),
-        (
-            "initContainers",
-            core::mem::take(&mut pod.spec.init_containers),
-            &mut spec.init_containers,
-        ),
+        ("containers", core::mem::take(&mut pod.spec.containers)),
+        ("initContainers", core::mem::take(&mut pod.spec.init_containers)),
     ];
+    // Names are unique across both lists in Kubernetes, and a sidecar moves from one to the
+    // other here.
+    let mut seen = BTreeSet::new();
     let mut path = String::new();
-    for (field, containers, out) in groups {
-        let mut seen = BTreeSet::new();
+    for (field, containers) in groups {
         for (i, c) in containers.into_iter().enumerate() {
             path.clear();
             write!(path, "spec.{field}[{i}]").expect("writing to a String cannot fail");
@@ -107,15 +101,23 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
                 f.violate(
                     format!("{path}.name"),
                     format!(
-                        "container name `{}` is used twice; names must be unique",
+                        "container name `{}` is used twice; names must be unique among \
+                         containers and init containers",
                         c.name
                     ),
                 );
                 continue;
             }
+            let sidecar = field == "initContainers" && is_sidecar(&c, &path, &mut f);
             let mapped = container::map_container(c, &path, ctx, &volumes.skipped, &mut f);
             if let Some((name, m)) = mapped {
-                out.insert(name, m);
+                // A native sidecar runs beside the app for the pod's life: at StackPath, init
+                // containers run to completion first, so it is one of the containers.
+                if field == "containers" || sidecar {
+                    spec.containers.insert(name, m);
+                } else {
+                    spec.init_containers.insert(name, m);
+                }
             }
         }
     }
@@ -143,6 +145,24 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         annotations,
         warnings: f.warnings,
     })
+}
+
+/// An init container with `restartPolicy: Always` (a native sidecar, Kubernetes 1.29+). Any
+/// other restart policy is not allowed on an init container.
+fn is_sidecar(c: &crate::input::Container<'_>, path: &str, f: &mut Findings) -> bool {
+    match c.restart_policy.as_deref() {
+        None | Some("") => false,
+        Some("Always") => true,
+        Some(other) => {
+            f.violate(
+                format!("{path}.restartPolicy"),
+                format!(
+                    "`{other}` is not allowed on an init container; only `Always` (a sidecar) is"
+                ),
+            );
+            false
+        }
+    }
 }
 
 /// Drops what the translation no longer needs, except in the component: its instance is thrown

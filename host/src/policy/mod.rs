@@ -4,6 +4,7 @@
 
 mod bindings;
 mod cache;
+mod config_volume;
 mod engine;
 mod error;
 #[doc(hidden)]
@@ -11,7 +12,8 @@ pub mod parts;
 mod sandbox;
 mod validate;
 
-pub use bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+pub use bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION, Contract};
+pub use config_volume::{ConfigFile, ConfigVolume, ConfigVolumeKind, EnvOrigin};
 pub use engine::{
     CallContext, DEFAULT_POLICY_WASM, PolicyEngine, PolicyInfo, PolicySource, ResolvedEnv,
     precompile,
