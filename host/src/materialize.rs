@@ -175,12 +175,12 @@ pub fn script(
             if let Some(g) = fs_group {
                 writeln!(text, "chgrp {g} {d}").expect("to a String");
             }
-            writeln!(text, "chmod {mode:o} {d}").expect("to a String");
+            writeln!(text, "chmod {mode:04o} {d}").expect("to a String");
             continue;
         }
         writeln!(
             text,
-            "rm -rf {d}/* {d}/.[!.]* {d}/..?*\nchmod {dir_mode:o} {d}"
+            "rm -rf {d}/* {d}/.[!.]* {d}/..?*\nchmod {dir_mode:04o} {d}"
         )
         .expect("to a String");
         let mut dirs = BTreeSet::new();
@@ -193,7 +193,7 @@ pub fn script(
         }
         for sub in &dirs {
             let q = quote(&format!("{dir}/{sub}"));
-            writeln!(text, "mkdir -p {q}\nchmod {dir_mode:o} {q}").expect("to a String");
+            writeln!(text, "mkdir -p {q}\nchmod {dir_mode:04o} {q}").expect("to a String");
         }
         for (f, file) in volume.files.iter().enumerate() {
             let target = quote(&format!("{dir}/{}", file.path));
@@ -241,7 +241,7 @@ pub fn script(
                     }
                 }
             }
-            writeln!(text, "chmod {:o} {target}", file_mode(file.mode)).expect("to a String");
+            writeln!(text, "chmod {:04o} {target}", file_mode(file.mode)).expect("to a String");
         }
         if let Some(g) = fs_group {
             writeln!(text, "chgrp -R {g} {d}").expect("to a String");

@@ -21,6 +21,8 @@ const DEFAULT_SIZE: &str = "1Gi";
 /// (at most 1 MiB per pod).
 const CONFIG_SIZE: &str = "1Gi";
 const MAX_SIZE: &str = "1000Gi";
+/// The volume kinds the host writes into claims (`Context::config_volumes`).
+const HOST_WRITTEN: &[&str] = &["configMap", "secret", "downwardAPI", "projected", "emptyDir"];
 
 pub(crate) struct MappedVolumes<'a> {
     pub claims: Vec<VolumeClaim<'a>>,
@@ -88,15 +90,23 @@ pub(crate) fn map_volumes<'a>(
                 let silent = is_service_account_token(v);
                 if !silent {
                     let kind = v.kind.as_deref().unwrap_or("unknown");
-                    f.warn(
-                        path,
+                    let message = if HOST_WRITTEN.contains(&kind) {
+                        // The host would have offered it: the operator turned that off.
+                        format!(
+                            "volume `{}` ({kind}) is left out with its mounts: this node does \
+                             not write config volumes (--config-volumes=skip)",
+                            v.name
+                        )
+                    } else {
                         format!(
                             "volume `{}` ({kind}) cannot be provided by StackPath; it and its \
                              mounts are left out (only CSI volumes with driver `{CSI_DRIVER}` \
+                             and configMap, secret, downwardAPI, projected and emptyDir volumes \
                              are supported)",
                             v.name
-                        ),
-                    );
+                        )
+                    };
+                    f.warn(path, message);
                 }
                 out.skipped.insert(v.name.clone(), silent);
             }

@@ -365,8 +365,11 @@ mod tests {
                 // env[2] wins over the Secret's key.
                 ("DB_password".into(), "production".into()),
                 ("DB_user".into(), "secret:admin".into()),
-                // An optional miss in env leaves the later envFrom value.
+                // An optional miss in env leaves the envFrom value.
                 ("LEVEL".into(), "debug".into()),
+                // The later source wins over the earlier (`info` in settings).
+                ("level".into(), "debug".into()),
+                ("mode".into(), "production".into()),
                 // MODE: a plain env value wins; it is the policy's to read from the pod.
             ]
         );
@@ -384,14 +387,13 @@ mod tests {
         let r = resolve(&p, &objects(), &settings()).unwrap();
         let names: Vec<String> = r.env.iter().map(|e| e.name.clone()).collect();
         assert_eq!(names, ["1starts-with-digit.ok", "P_1starts-with-digit.ok", "P_ok", "ok"]);
-        assert_eq!(r.invalid_env_names.len(), 1);
+        assert_eq!(r.invalid_env_names.len(), 2);
         assert_eq!(
             r.invalid_env_names[0].message(),
             "Keys [has=equals] from the EnvFrom configMap default/odd-keys were skipped since \
              they are considered invalid environment variable names."
         );
-        assert_eq!(r.invalid_env_names[0].keys, ["has=equals"]);
-        let _ = &r.invalid_env_names[0];
+        assert_eq!(r.invalid_env_names[1].keys, ["P_has=equals"]);
     }
 
     #[test]

@@ -629,7 +629,7 @@ mod tests {
         assert_eq!(
             files(&v[0]),
             vec![
-                ("level".into(), 0o600, "debug".into()),
+                ("level".into(), 0o600, "info".into()),
                 ("mode".into(), 0o600, "production".into())
             ]
         );
