@@ -92,17 +92,7 @@ pub fn translate(
     let Some(mut resolved) = resolved.filter(|_| problems.is_empty()) else {
         return Err(TranslateError::Pod(problems));
     };
-    let ctx = CallContext {
-        node_name: placement.node_name.clone(),
-        city_code: placement.city_code.clone(),
-        stack_id: placement.stack_id.clone(),
-        env: std::mem::take(&mut resolved.env),
-        config_volumes: resolved
-            .config_volumes
-            .iter()
-            .map(|v| v.description())
-            .collect(),
-    };
+    let ctx = call_context(placement, &mut resolved);
     let out = engine.translate(pod_json, &ctx)?;
     let warnings = out.warnings.clone();
     let invalid_env_names = std::mem::take(&mut resolved.invalid_env_names);
@@ -118,4 +108,20 @@ pub fn translate(
         identity,
         invalid_env_names,
     })
+}
+
+/// What the policy is given besides the pod: values with Secret values withheld, the config
+/// volumes' names, paths and modes without content.
+pub(crate) fn call_context(placement: &Placement, resolved: &mut resolve::Resolved) -> CallContext {
+    CallContext {
+        node_name: placement.node_name.clone(),
+        city_code: placement.city_code.clone(),
+        stack_id: placement.stack_id.clone(),
+        env: std::mem::take(&mut resolved.env),
+        config_volumes: resolved
+            .config_volumes
+            .iter()
+            .map(|v| v.description())
+            .collect(),
+    }
 }

@@ -607,7 +607,40 @@ fn map_security_context<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::default_pull_policy;
+    use super::{default_pull_policy, wrap_command};
+    use crate::text::Str;
+
+    /// The wrapper, run by a real shell: the parts appear where the pod mounts them, replacing
+    /// what the image had there, and the command runs with its arguments.
+    #[test]
+    fn the_subpath_wrapper_links_parts_into_place_then_runs_the_command() {
+        let dir = std::env::temp_dir().join(format!("vk-subpath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let volume = dir.join("volume");
+        std::fs::create_dir_all(volume.join("conf")).unwrap();
+        std::fs::write(volume.join("conf/app.conf"), "from the volume").unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/app.conf"), "from the image").unwrap();
+        let d = dir.to_str().unwrap();
+        let links = [
+            (format!("{d}/volume/conf/app.conf"), format!("{d}/etc/app.conf")),
+            (format!("{d}/volume/new dir"), format!("{d}/var/it's here")),
+        ];
+        let command = wrap_command(
+            &links,
+            vec![Str::borrowed("cat"), Str::from(format!("{d}/etc/app.conf"))],
+        );
+        assert_eq!(command[0], "/bin/sh");
+        let out = std::process::Command::new(command[0].as_str())
+            .args(command[1..].iter().map(|s| s.as_str()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from the volume");
+        assert!(volume.join("new dir").is_dir());
+        assert!(dir.join("var/it's here").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pull_policy_defaults_follow_kubernetes() {

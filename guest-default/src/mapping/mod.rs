@@ -200,6 +200,102 @@ fn parse(pod_json: &str) -> Result<Pod<'_>, Violations> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ConfigVolume, ConfigVolumeKind, EnvOrigin, EnvValue, ResolvedEnv};
+
+    fn spec_of(pod: &str, ctx: &Context) -> serde_json::Value {
+        let t = translate(pod, ctx).unwrap_or_else(|v| panic!("{v:?}"));
+        serde_json::from_str(&t.spec).unwrap()
+    }
+
+    fn resolved(name: &str, value: EnvValue, origin: EnvOrigin) -> ResolvedEnv {
+        ResolvedEnv {
+            container: "app".into(),
+            name: name.into(),
+            value,
+            origin,
+        }
+    }
+
+    #[test]
+    fn resolved_values_map_to_their_stackpath_shapes_and_env_wins() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"app","image":"a:1",
+            "envFrom":[{"configMapRef":{"name":"c"}}],
+            "env":[{"name":"IP","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}},
+                   {"name":"MEM","valueFrom":{"resourceFieldRef":{"resource":"limits.memory"}}},
+                   {"name":"TOKEN","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                   {"name":"LATER","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                   {"name":"LATER","value":"plain"},
+                   {"name":"KUBERNETES_PORT","valueFrom":{"configMapKeyRef":{"name":"c","key":"k"}}}]}]}}"#;
+        let ctx = Context {
+            env: vec![
+                resolved("FROM_CM", EnvValue::Plain("x".into()), EnvOrigin::EnvFrom(0)),
+                resolved("KUBERNETES_SERVICE_HOST", EnvValue::Plain("x".into()), EnvOrigin::EnvFrom(0)),
+                resolved("IP", EnvValue::InstanceField(".ipAddress".into()), EnvOrigin::Env(0)),
+                resolved("MEM", EnvValue::SizeLimit, EnvOrigin::Env(1)),
+                resolved("TOKEN", EnvValue::Secret, EnvOrigin::Env(2)),
+                resolved("KUBERNETES_PORT", EnvValue::Plain("x".into()), EnvOrigin::Env(5)),
+            ],
+            ..Context::default()
+        };
+        let env = &spec_of(pod, &ctx)["containers"]["app"]["env"];
+        assert_eq!(
+            *env,
+            serde_json::json!({
+                "FROM_CM": {"value": "x"},
+                "IP": {"valueFrom": {"instanceFieldRef": {"fieldPath": ".ipAddress"}}},
+                "LATER": {"value": "plain"},
+                "MEM": {"value": ""},
+                "TOKEN": {"secretValue": ""}
+            })
+        );
+    }
+
+    #[test]
+    fn a_native_sidecar_becomes_a_container_and_names_stay_unique() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{
+            "initContainers":[{"name":"init","image":"a:1"},{"name":"side","image":"s:1","restartPolicy":"Always"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let spec = spec_of(pod, &Context::default());
+        let names = |k: &str| -> Vec<String> {
+            spec[k].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        };
+        assert_eq!(names("containers"), ["app", "side"]);
+        assert_eq!(names("initContainers"), ["init"]);
+        let dup = r#"{"metadata":{"name":"p"},"spec":{"initContainers":[{"name":"app","image":"a:1"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let v = translate(dup, &Context::default()).unwrap_err();
+        assert_eq!(v[0].path, "spec.initContainers[0].name");
+        let bad = r#"{"metadata":{"name":"p"},"spec":{"initContainers":[{"name":"i","image":"a:1","restartPolicy":"Never"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let v = translate(bad, &Context::default()).unwrap_err();
+        assert_eq!(v[0].path, "spec.initContainers[0].restartPolicy");
+    }
+
+    #[test]
+    fn config_volumes_get_claims_only_when_the_host_offers_them() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"app","image":"a:1",
+            "volumeMounts":[{"name":"conf","mountPath":"/etc/conf"},{"name":"tmp","mountPath":"/tmp"}]}],
+            "volumes":[{"name":"conf","configMap":{"name":"c"}},{"name":"tmp","emptyDir":{"sizeLimit":"500Mi"}}]}}"#;
+        let offered = Context {
+            config_volumes: vec![
+                ConfigVolume { name: "conf".into(), kind: ConfigVolumeKind::ConfigMap, files: vec![], bytes: 0 },
+                ConfigVolume { name: "tmp".into(), kind: ConfigVolumeKind::EmptyDir, files: vec![], bytes: 0 },
+            ],
+            ..Context::default()
+        };
+        let spec = spec_of(pod, &offered);
+        let claims: Vec<(&str, &str)> = spec["volumeClaimTemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["slug"].as_str().unwrap(), c["spec"]["resources"]["requests"]["storage"].as_str().unwrap()))
+            .collect();
+        assert_eq!(claims, [("conf", "1Gi"), ("tmp", "1Gi")]);
+        assert_eq!(spec["containers"]["app"]["volumeMounts"].as_array().unwrap().len(), 2);
+        let t = translate(pod, &Context::default()).unwrap();
+        assert!(t.warnings.iter().any(|w| w.message.contains("--config-volumes=skip")));
+        assert!(!t.spec.contains("volumeClaimTemplates"));
+    }
 
     /// Strings with escape sequences are decoded from the pod and escaped again in the spec;
     /// plain ones are borrowed: both must come out as the same text.

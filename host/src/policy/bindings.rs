@@ -375,3 +375,100 @@ impl v0_1::stackpath::policy::log::Host for CallState {
         stackpath::policy::log::Host::log(self, level, message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::materialize::ConfigVolumes;
+    use crate::resolve::{Objects, ResolveSettings, resolve};
+    use crate::translation::{Placement, call_context};
+
+    const SECRET: &str = "correct-horse-battery";
+
+    /// A pod that takes a Secret every way a pod can: `secretKeyRef`, `envFrom`, a secret
+    /// volume, a projected secret source.
+    fn secret_everywhere() -> CallContext {
+        let pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "a:1",
+                "env": [{"name": "ONE", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "s"}, "prefix": "ALL_"}]}],
+                "volumes": [
+                    {"name": "v", "secret": {"secretName": "s"}},
+                    {"name": "w", "projected": {"sources": [{"secret": {"name": "s"}}]}}
+                ]}
+        }))
+        .unwrap();
+        let mut objects = Objects::default();
+        objects.secrets.insert(
+            "s".into(),
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "s"},
+                "stringData": {"k": SECRET}}))
+            .unwrap(),
+        );
+        let settings = ResolveSettings {
+            host_ip: "192.0.2.1".into(),
+            config_volumes: true,
+        };
+        let mut resolved = resolve(&pod, &objects, &settings).unwrap();
+        let placement = Placement {
+            node_name: "n".into(),
+            city_code: "DFW".into(),
+            stack_id: "s".into(),
+            host_ip: settings.host_ip,
+            config_volumes: ConfigVolumes::default(),
+        };
+        let ctx = call_context(&placement, &mut resolved);
+        assert_eq!(ctx.env.len(), 2);
+        assert_eq!(ctx.config_volumes.len(), 2);
+        ctx
+    }
+
+    #[test]
+    fn secret_content_never_reaches_a_policy() {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+        let ctx = secret_everywhere();
+        let shown = format!("{ctx:?}");
+        let WitContext::V0_2(wit) = wit_context(Contract::V0_2, &ctx, "p").unwrap() else {
+            panic!("a 0.2.0 context")
+        };
+        let shown = format!("{shown}{wit:?}");
+        assert!(shown.contains("ALL_k") && shown.contains("Secret"), "{shown}");
+        assert!(!shown.contains(SECRET) && !shown.contains(&encoded), "{shown}");
+        // Only the `env` entry: 0.1.0 cannot carry `envFrom`.
+        let mut old = ctx.clone();
+        old.env.retain(|e| e.origin == EnvOrigin::Env(0));
+        let WitContext::V0_1(wit) = wit_context(Contract::V0_1, &old, "p").unwrap() else {
+            panic!("a 0.1.0 context")
+        };
+        let shown = format!("{wit:?}");
+        assert!(shown.contains("from-secret: true") && !shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn a_pod_needing_more_than_0_1_0_fails_with_what_to_do() {
+        let ctx = secret_everywhere();
+        let Err(err) = wit_context(Contract::V0_1, &ctx, "old.wasm") else {
+            panic!("0.1.0 cannot carry envFrom")
+        };
+        let msg = err.to_string();
+        assert!(matches!(err, PolicyError::ContractTooOld { .. }), "{msg}");
+        assert!(
+            msg.contains("policy old.wasm implements stackpath:policy@0.1.0")
+                && msg.contains("envFrom[0]")
+                && msg.contains("rebuild the policy against wit/policy.wit")
+                && msg.contains("stackpath:policy@0.2.0"),
+            "{msg}"
+        );
+        let mut ip = CallContext::default();
+        ip.env.push(ResolvedEnv {
+            container: "app".into(),
+            name: "IP".into(),
+            instance_field: Some(".ipAddress".into()),
+            ..ResolvedEnv::default()
+        });
+        let msg = wit_context(Contract::V0_1, &ip, "old.wasm").err().unwrap().to_string();
+        assert!(msg.contains("instance field `.ipAddress`"), "{msg}");
+    }
+}
