@@ -7,7 +7,7 @@
 //! The writer is a POSIX shell script in its `command`; the content travels in its
 //! environment, base64 in chunks of [`CHUNK`] characters: a ConfigMap's as `value`, a Secret's
 //! as `secretValue` (stored encrypted by StackPath, never returned, never in the policy's input
-//! nor in a log), a pod IP as `valueFrom.instanceFieldRef`. Linux limits one environment string
+//! nor in a log). Linux limits one environment string
 //! to 128 KiB and a process's environment and arguments together to about 2 MiB, hence the
 //! bound on a pod's content, [`MAX_CONTENT_BYTES`].
 //!
@@ -21,8 +21,8 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use stackpath_client::Secret;
 use stackpath_client::model::{
-    ContainerSecurityContext, ContainerSpec, EnvironmentVariable, EnvironmentVariableSource,
-    ImagePullPolicy, InstanceFieldRef, InstanceVolumeMount, ResourceRequirements,
+    ContainerSecurityContext, ContainerSpec, EnvironmentVariable, ImagePullPolicy,
+    InstanceVolumeMount, ResourceRequirements,
 };
 
 use crate::policy::ConfigVolumeKind;
@@ -72,7 +72,6 @@ impl ConfigVolumes {
 pub enum EnvSource {
     Plain(String),
     Secret(Secret),
-    Instance(&'static str),
 }
 
 /// The writer's script and the environment it reads.
@@ -110,15 +109,6 @@ pub fn writer(
                 let var = match source {
                     EnvSource::Plain(v) => EnvironmentVariable::value(v),
                     EnvSource::Secret(v) => EnvironmentVariable::secret(v),
-                    EnvSource::Instance(path) => EnvironmentVariable {
-                        value_from: Some(EnvironmentVariableSource {
-                            instance_field_ref: Some(InstanceFieldRef {
-                                field_path: Some(path.to_string()),
-                                optional: None,
-                            }),
-                        }),
-                        ..EnvironmentVariable::default()
-                    },
                 };
                 (name, var)
             })
@@ -198,48 +188,37 @@ pub fn script(
         for (f, file) in volume.files.iter().enumerate() {
             let target = quote(&format!("{dir}/{}", file.path));
             let var = format!("VK_{v}_{f}");
-            match &file.content {
-                Content::Instance(path) => {
-                    env.push((var.clone(), EnvSource::Instance(path)));
-                    writeln!(text, "printf %s \"${var}\" > {target}").expect("to a String");
+            let (bytes, secret) = match &file.content {
+                Content::Plain(b) => (b.clone(), false),
+                Content::Secret(b) => (b.0.clone(), true),
+                Content::Size(s) => (
+                    size(s)
+                        .map_err(|e| format!("volume `{}`, file `{}`: {e}", volume.name, file.path))?
+                        .into_bytes(),
+                    false,
+                ),
+            };
+            if bytes.is_empty() {
+                writeln!(text, ": > {target}").expect("to a String");
+            } else {
+                let encoded = b64.encode(&bytes);
+                let mut names = Vec::new();
+                // Base64 is ASCII: any byte offset is a character boundary.
+                for (k, chunk) in encoded.as_bytes().chunks(CHUNK).enumerate() {
+                    let name = format!("{var}_{k}");
+                    let chunk = String::from_utf8_lossy(chunk).into_owned();
+                    env.push((
+                        name.clone(),
+                        if secret {
+                            EnvSource::Secret(Secret::new(chunk))
+                        } else {
+                            EnvSource::Plain(chunk)
+                        },
+                    ));
+                    names.push(format!("\"${name}\""));
                 }
-                content => {
-                    let (bytes, secret) = match content {
-                        Content::Plain(b) => (b.clone(), false),
-                        Content::Secret(b) => (b.0.clone(), true),
-                        Content::Size(s) => (
-                            size(s)
-                                .map_err(|e| {
-                                    format!("volume `{}`, file `{}`: {e}", volume.name, file.path)
-                                })?
-                                .into_bytes(),
-                            false,
-                        ),
-                        Content::Instance(_) => unreachable!("handled above"),
-                    };
-                    if bytes.is_empty() {
-                        writeln!(text, ": > {target}").expect("to a String");
-                    } else {
-                        let encoded = b64.encode(&bytes);
-                        let mut names = Vec::new();
-                        // Base64 is ASCII: any byte offset is a character boundary.
-                        for (k, chunk) in encoded.as_bytes().chunks(CHUNK).enumerate() {
-                            let name = format!("{var}_{k}");
-                            let chunk = String::from_utf8_lossy(chunk).into_owned();
-                            env.push((
-                                name.clone(),
-                                if secret {
-                                    EnvSource::Secret(Secret::new(chunk))
-                                } else {
-                                    EnvSource::Plain(chunk)
-                                },
-                            ));
-                            names.push(format!("\"${name}\""));
-                        }
-                        writeln!(text, "printf %s {} | base64 -d > {target}", names.join(" "))
-                            .expect("to a String");
-                    }
-                }
+                writeln!(text, "printf %s {} | base64 -d > {target}", names.join(" "))
+                    .expect("to a String");
             }
             writeln!(text, "chmod {:04o} {target}", file_mode(file.mode)).expect("to a String");
         }
@@ -280,8 +259,8 @@ mod tests {
     }
 
     /// Runs the script with a real `sh` and `base64`, its environment as StackPath would give
-    /// it (an instance field resolved to `ip`).
-    fn run(script: &Script, ip: &str) {
+    /// it.
+    fn run(script: &Script) {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&script.text).env_clear();
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -289,7 +268,6 @@ mod tests {
             let value = match source {
                 EnvSource::Plain(v) => v.clone(),
                 EnvSource::Secret(v) => v.expose().to_string(),
-                EnvSource::Instance(_) => ip.to_string(),
             };
             cmd.env(name, value);
         }
@@ -325,7 +303,7 @@ mod tests {
                 file("nginx.conf", 0o644, Content::Plain(b"server { listen 80; }\n".to_vec())),
                 file("a dir/it's.bin", 0o600, Content::Plain(binary.clone())),
                 file("empty", 0o644, Content::Plain(Vec::new())),
-                file("ip", 0o444, Content::Instance(".ipAddress")),
+                file("name", 0o444, Content::Plain(b"nginx".to_vec())),
                 file(
                     "mem",
                     0o644,
@@ -349,21 +327,20 @@ mod tests {
         assert!(script.env.iter().all(|(_, s)| match s {
             EnvSource::Plain(v) => v.len() <= CHUNK,
             EnvSource::Secret(v) => v.expose().len() <= CHUNK,
-            EnvSource::Instance(_) => true,
         }));
         assert!(matches!(script.env.iter().find(|(n, _)| n.starts_with("VK_1_0")), Some((_, EnvSource::Secret(_)))));
         assert!(!script.text.contains("hunter2") && !script.text.contains("aHVudGVyMg"));
-        run(&script, "203.0.113.5");
+        run(&script);
 
         let conf_dir = tmp.path().join("conf");
         assert_eq!(std::fs::read_to_string(conf_dir.join("nginx.conf")).unwrap(), "server { listen 80; }\n");
         assert_eq!(std::fs::read(conf_dir.join("a dir/it's.bin")).unwrap(), binary);
         assert_eq!(std::fs::read(conf_dir.join("empty")).unwrap(), b"");
-        assert_eq!(std::fs::read_to_string(conf_dir.join("ip")).unwrap(), "203.0.113.5");
+        assert_eq!(std::fs::read_to_string(conf_dir.join("name")).unwrap(), "nginx");
         assert_eq!(std::fs::read_to_string(conf_dir.join("mem")).unwrap(), "2048");
         assert!(!conf_dir.join("stale").exists() && !conf_dir.join(".hidden").exists());
         assert_eq!(mode(&conf_dir.join("a dir/it's.bin")), 0o600);
-        assert_eq!(mode(&conf_dir.join("ip")), 0o444);
+        assert_eq!(mode(&conf_dir.join("name")), 0o444);
         assert_eq!(mode(&conf_dir.join("a dir")), 0o755);
         assert_eq!(std::fs::read_to_string(tmp.path().join("creds/password")).unwrap(), "hunter2");
         assert_eq!(mode(&tmp.path().join("creds/password")), 0o400);
@@ -382,7 +359,7 @@ mod tests {
             vec![file("sub/k", 0o400, Content::Plain(b"v".to_vec()))],
         );
         let script = script(tmp.path().to_str().unwrap(), &[&c], Some(gid.into()), no_size).unwrap();
-        run(&script, "");
+        run(&script);
         assert_eq!(mode(&tmp.path().join("c/sub/k")), 0o440);
         assert_eq!(mode(&tmp.path().join("c/sub")), 0o2755);
     }

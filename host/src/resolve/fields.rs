@@ -4,7 +4,7 @@
 //! Most fields are known before the workload exists and resolve here. The pod's IP is known
 //! only to StackPath, once the instance runs: it becomes an instance field StackPath resolves
 //! itself (`valueFrom.instanceFieldRef`). The host IP is the node's InternalIP, the value the
-//! pod's status reports as `hostIP`.
+//! pod's status reports as `hostIP`. As in Kubernetes, files take the pod's metadata only.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +35,8 @@ const ENV_FIELDS: &str = "metadata.name, metadata.namespace, metadata.uid, \
     metadata.labels['…'], metadata.annotations['…'], spec.nodeName, spec.serviceAccountName, \
     status.hostIP, status.hostIPs, status.podIP, status.podIPs";
 const FILE_FIELDS: &str = "metadata.name, metadata.namespace, metadata.uid, metadata.labels, \
-    metadata.annotations, metadata.labels['…'], metadata.annotations['…'] (and the env fields)";
+    metadata.annotations, metadata.labels['…'], metadata.annotations['…']; status and spec \
+    fields are env-only";
 
 /// Resolves `path` of `pod`; `host_ip` is the node's InternalIP.
 pub fn field(pod: &Pod, path: &str, host_ip: &str, usage: Use) -> Result<FieldValue, String> {
@@ -46,6 +47,10 @@ pub fn field(pod: &Pod, path: &str, host_ip: &str, usage: Use) -> Result<FieldVa
     };
     let plain = |v: Option<&String>| Ok(FieldValue::Plain(v.cloned().unwrap_or_default()));
     let spec = pod.spec.as_ref();
+    // Kubernetes allows only the pod's metadata in files.
+    if usage == Use::File && !path.starts_with("metadata.") {
+        return Err(unsupported(path, usage));
+    }
     match path {
         "metadata.name" => plain(m.name.as_ref()),
         "metadata.namespace" => plain(m.namespace.as_ref()),
@@ -69,16 +74,18 @@ pub fn field(pod: &Pod, path: &str, host_ip: &str, usage: Use) -> Result<FieldVa
         _ => keyed("metadata.labels['", m.labels.as_ref())
             .or_else(|| keyed("metadata.annotations['", m.annotations.as_ref()))
             .map(FieldValue::Plain)
-            .ok_or_else(|| {
-                format!(
-                    "fieldRef `{path}` is not supported (supported: {})",
-                    match usage {
-                        Use::Env => ENV_FIELDS,
-                        Use::File => FILE_FIELDS,
-                    }
-                )
-            }),
+            .ok_or_else(|| unsupported(path, usage)),
     }
+}
+
+fn unsupported(path: &str, usage: Use) -> String {
+    format!(
+        "fieldRef `{path}` is not supported (supported: {})",
+        match usage {
+            Use::Env => ENV_FIELDS,
+            Use::File => FILE_FIELDS,
+        }
+    )
 }
 
 /// A map as the kubelet writes it into a downward-API file: `key="value"` lines in key
@@ -180,6 +187,8 @@ mod tests {
         );
         let err = field(&p, "spec.hostname", "", Use::Env).unwrap_err();
         assert!(err.contains("status.podIP"), "{err}");
+        let err = field(&p, "status.podIP", "", Use::File).unwrap_err();
+        assert!(err.contains("env-only"), "{err}");
     }
 
     #[test]

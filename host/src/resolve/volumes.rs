@@ -46,8 +46,6 @@ impl std::fmt::Debug for SecretBytes {
 pub enum Content {
     Plain(Vec<u8>),
     Secret(SecretBytes),
-    /// An instance field StackPath resolves (`status.podIP`).
-    Instance(&'static str),
     /// A figure of the StackPath size the policy chooses (`limits.*` left unset).
     Size(SizeRef),
 }
@@ -57,7 +55,7 @@ impl Content {
         match self {
             Content::Plain(b) => b.len(),
             Content::Secret(b) => b.0.len(),
-            Content::Instance(_) | Content::Size(_) => 0,
+            Content::Size(_) => 0,
         }
     }
 }
@@ -440,7 +438,14 @@ impl Builder<'_> {
             let content = if let Some(f) = &item.field_ref {
                 match fields::field(self.pod, &f.field_path, self.host_ip, Use::File) {
                     Ok(FieldValue::Plain(v)) => Content::Plain(v.into_bytes()),
-                    Ok(FieldValue::Instance(p)) => Content::Instance(p),
+                    // Files take metadata only: nothing StackPath resolves.
+                    Ok(FieldValue::Instance(p)) => {
+                        self.problem(
+                            format!("{ifield}.fieldRef"),
+                            format!("{origin}: `{p}` cannot be written into a file"),
+                        );
+                        continue;
+                    }
                     Err(e) => {
                         self.problem(format!("{ifield}.fieldRef"), format!("{origin}: {e}"));
                         continue;
@@ -595,7 +600,6 @@ mod tests {
                 let shown = match &f.content {
                     Content::Plain(b) => String::from_utf8_lossy(b).into_owned(),
                     Content::Secret(b) => format!("secret:{}", String::from_utf8_lossy(&b.0)),
-                    Content::Instance(p) => format!("field:{p}"),
                     Content::Size(_) => "size".into(),
                 };
                 (f.path.clone(), f.mode, shown)
@@ -646,7 +650,6 @@ mod tests {
                 {"secret": {"name": "db", "items": [{"key": "password", "path": "db/password", "mode": 0o400}]}},
                 {"downwardAPI": {"items": [
                     {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-                    {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}},
                     {"path": "mem", "resourceFieldRef": {"containerName": "app", "resource": "limits.memory", "divisor": "1Mi"}},
                     {"path": "cpu", "resourceFieldRef": {"containerName": "app", "resource": "limits.cpu"}}
                 ]}},
@@ -659,7 +662,6 @@ mod tests {
             vec![
                 ("cpu".into(), 0o640, "size".into()),
                 ("db/password".into(), 0o400, "secret:s3cr3t".into()),
-                ("ip".into(), 0o640, "field:.ipAddress".into()),
                 ("labels".into(), 0o640, "tier=\"web\"".into()),
                 ("mem".into(), 0o640, "1024".into()),
                 ("mode".into(), 0o640, "production".into()),
@@ -667,7 +669,7 @@ mod tests {
         );
         let d = v[0].description();
         assert_eq!(d.kind, ConfigVolumeKind::Projected);
-        assert_eq!(d.files.len(), 6);
+        assert_eq!(d.files.len(), 5);
     }
 
     #[test]
