@@ -80,7 +80,10 @@ impl Context {
     }
 
     /// The variables `envFrom` gives `container`, in the host's order.
-    pub fn from_env_from<'s>(&'s self, container: &'s str) -> impl Iterator<Item = &'s ResolvedEnv> {
+    pub fn from_env_from<'s>(
+        &'s self,
+        container: &'s str,
+    ) -> impl Iterator<Item = &'s ResolvedEnv> {
         self.env
             .iter()
             .filter(move |e| e.container == container && matches!(e.origin, EnvOrigin::EnvFrom(_)))

@@ -235,8 +235,16 @@ mod tests {
                 image: "busybox:1.37".into()
             })
         );
-        assert!(config_volumes("materialize", "bad image").unwrap_err().contains("--config-volume-image"));
-        assert!(config_volumes("maybe", "x").unwrap_err().contains("--config-volumes"));
+        assert!(
+            config_volumes("materialize", "bad image")
+                .unwrap_err()
+                .contains("--config-volume-image")
+        );
+        assert!(
+            config_volumes("maybe", "x")
+                .unwrap_err()
+                .contains("--config-volumes")
+        );
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -193,7 +193,9 @@ pub fn script(
                 Content::Secret(b) => (b.0.clone(), true),
                 Content::Size(s) => (
                     size(s)
-                        .map_err(|e| format!("volume `{}`, file `{}`: {e}", volume.name, file.path))?
+                        .map_err(|e| {
+                            format!("volume `{}`, file `{}`: {e}", volume.name, file.path)
+                        })?
                         .into_bytes(),
                     false,
                 ),
@@ -300,7 +302,11 @@ mod tests {
             "conf",
             ConfigVolumeKind::Projected,
             vec![
-                file("nginx.conf", 0o644, Content::Plain(b"server { listen 80; }\n".to_vec())),
+                file(
+                    "nginx.conf",
+                    0o644,
+                    Content::Plain(b"server { listen 80; }\n".to_vec()),
+                ),
                 file("a dir/it's.bin", 0o600, Content::Plain(binary.clone())),
                 file("empty", 0o644, Content::Plain(Vec::new())),
                 file("name", 0o444, Content::Plain(b"nginx".to_vec())),
@@ -318,33 +324,65 @@ mod tests {
         let creds = volume(
             "creds",
             ConfigVolumeKind::Secret,
-            vec![file("password", 0o400, Content::Secret(SecretBytes(b"hunter2".to_vec())))],
+            vec![file(
+                "password",
+                0o400,
+                Content::Secret(SecretBytes(b"hunter2".to_vec())),
+            )],
         );
         let scratch = volume("scratch", ConfigVolumeKind::EmptyDir, vec![]);
         let script = script(root, &[&conf, &creds, &scratch], None, |s| s.value("2Gi")).unwrap();
         // Large content is split, and a Secret's goes as a Secret.
-        assert!(script.env.iter().filter(|(n, _)| n.starts_with("VK_0_1_")).count() >= 4);
+        assert!(
+            script
+                .env
+                .iter()
+                .filter(|(n, _)| n.starts_with("VK_0_1_"))
+                .count()
+                >= 4
+        );
         assert!(script.env.iter().all(|(_, s)| match s {
             EnvSource::Plain(v) => v.len() <= CHUNK,
             EnvSource::Secret(v) => v.expose().len() <= CHUNK,
         }));
-        assert!(matches!(script.env.iter().find(|(n, _)| n.starts_with("VK_1_0")), Some((_, EnvSource::Secret(_)))));
+        assert!(matches!(
+            script.env.iter().find(|(n, _)| n.starts_with("VK_1_0")),
+            Some((_, EnvSource::Secret(_)))
+        ));
         assert!(!script.text.contains("hunter2") && !script.text.contains("aHVudGVyMg"));
         run(&script);
 
         let conf_dir = tmp.path().join("conf");
-        assert_eq!(std::fs::read_to_string(conf_dir.join("nginx.conf")).unwrap(), "server { listen 80; }\n");
-        assert_eq!(std::fs::read(conf_dir.join("a dir/it's.bin")).unwrap(), binary);
+        assert_eq!(
+            std::fs::read_to_string(conf_dir.join("nginx.conf")).unwrap(),
+            "server { listen 80; }\n"
+        );
+        assert_eq!(
+            std::fs::read(conf_dir.join("a dir/it's.bin")).unwrap(),
+            binary
+        );
         assert_eq!(std::fs::read(conf_dir.join("empty")).unwrap(), b"");
-        assert_eq!(std::fs::read_to_string(conf_dir.join("name")).unwrap(), "nginx");
-        assert_eq!(std::fs::read_to_string(conf_dir.join("mem")).unwrap(), "2048");
+        assert_eq!(
+            std::fs::read_to_string(conf_dir.join("name")).unwrap(),
+            "nginx"
+        );
+        assert_eq!(
+            std::fs::read_to_string(conf_dir.join("mem")).unwrap(),
+            "2048"
+        );
         assert!(!conf_dir.join("stale").exists() && !conf_dir.join(".hidden").exists());
         assert_eq!(mode(&conf_dir.join("a dir/it's.bin")), 0o600);
         assert_eq!(mode(&conf_dir.join("name")), 0o444);
         assert_eq!(mode(&conf_dir.join("a dir")), 0o755);
-        assert_eq!(std::fs::read_to_string(tmp.path().join("creds/password")).unwrap(), "hunter2");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("creds/password")).unwrap(),
+            "hunter2"
+        );
         assert_eq!(mode(&tmp.path().join("creds/password")), 0o400);
-        assert_eq!(std::fs::read_to_string(tmp.path().join("scratch/kept")).unwrap(), "data");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("scratch/kept")).unwrap(),
+            "data"
+        );
         assert_eq!(mode(&tmp.path().join("scratch")), 0o777);
     }
 
@@ -358,7 +396,13 @@ mod tests {
             ConfigVolumeKind::ConfigMap,
             vec![file("sub/k", 0o400, Content::Plain(b"v".to_vec()))],
         );
-        let script = script(tmp.path().to_str().unwrap(), &[&c], Some(gid.into()), no_size).unwrap();
+        let script = script(
+            tmp.path().to_str().unwrap(),
+            &[&c],
+            Some(gid.into()),
+            no_size,
+        )
+        .unwrap();
         run(&script);
         assert_eq!(mode(&tmp.path().join("c/sub/k")), 0o440);
         assert_eq!(mode(&tmp.path().join("c/sub")), 0o2755);
@@ -369,15 +413,24 @@ mod tests {
         let creds = volume(
             "creds",
             ConfigVolumeKind::Secret,
-            vec![file("password", 0o400, Content::Secret(SecretBytes(b"hunter2".to_vec())))],
+            vec![file(
+                "password",
+                0o400,
+                Content::Secret(SecretBytes(b"hunter2".to_vec())),
+            )],
         );
-        let c = writer(&[&creds], None, DEFAULT_IMAGE, no_size).unwrap().unwrap();
+        let c = writer(&[&creds], None, DEFAULT_IMAGE, no_size)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.image.as_deref(), Some(DEFAULT_IMAGE));
         assert_eq!(c.command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
         assert_eq!(c.volume_mounts[0].mount_path.as_deref(), Some("/vk/creds"));
         let var = &c.env["VK_0_0_0"];
         assert!(var.value.is_none());
-        assert_eq!(var.secret_value.as_ref().map(Secret::expose), Some("aHVudGVyMg=="));
+        assert_eq!(
+            var.secret_value.as_ref().map(Secret::expose),
+            Some("aHVudGVyMg==")
+        );
         assert!(!format!("{c:?}").contains("aHVudGVyMg"));
         assert_eq!(writer(&[], None, DEFAULT_IMAGE, no_size).unwrap(), None);
     }

@@ -248,6 +248,11 @@ fn size_figure(spec: &WorkloadSpec, r: &SizeRef) -> Result<String, String> {
         .resources
         .as_ref()
         .and_then(|res| res.limits.get(key))
-        .ok_or_else(|| format!("container `{}` has no {key} limit in the workload", r.container))?;
+        .ok_or_else(|| {
+            format!(
+                "container `{}` has no {key} limit in the workload",
+                r.container
+            )
+        })?;
     r.value(figure)
 }

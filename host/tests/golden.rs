@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use vk_stackpath::manifest;
 use vk_stackpath::materialize::ConfigVolumes;
-use vk_stackpath::resolve::InvalidEnvNames;
 use vk_stackpath::policy::{Limits, PolicyEngine};
+use vk_stackpath::resolve::InvalidEnvNames;
 use vk_stackpath::translation::{self, Placement, TranslateError};
 
 /// Values in objects.yaml that must never show up in warnings or errors (the Secrets' values,

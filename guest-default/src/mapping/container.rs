@@ -623,7 +623,10 @@ mod tests {
         std::fs::write(dir.join("etc/app.conf"), "from the image").unwrap();
         let d = dir.to_str().unwrap();
         let links = [
-            (format!("{d}/volume/conf/app.conf"), format!("{d}/etc/app.conf")),
+            (
+                format!("{d}/volume/conf/app.conf"),
+                format!("{d}/etc/app.conf"),
+            ),
             (format!("{d}/volume/new dir"), format!("{d}/var/it's here")),
         ];
         let command = wrap_command(
@@ -635,7 +638,11 @@ mod tests {
             .args(command[1..].iter().map(|s| s.as_str()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "from the volume");
         assert!(volume.join("new dir").is_dir());
         assert!(dir.join("var/it's here").is_dir());

@@ -87,7 +87,10 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
     };
     let groups = [
         ("containers", core::mem::take(&mut pod.spec.containers)),
-        ("initContainers", core::mem::take(&mut pod.spec.init_containers)),
+        (
+            "initContainers",
+            core::mem::take(&mut pod.spec.init_containers),
+        ),
     ];
     // Names are unique across both lists in Kubernetes, and a sidecar moves from one to the
     // other here.
@@ -228,12 +231,28 @@ mod tests {
                    {"name":"KUBERNETES_PORT","valueFrom":{"configMapKeyRef":{"name":"c","key":"k"}}}]}]}}"#;
         let ctx = Context {
             env: vec![
-                resolved("FROM_CM", EnvValue::Plain("x".into()), EnvOrigin::EnvFrom(0)),
-                resolved("KUBERNETES_SERVICE_HOST", EnvValue::Plain("x".into()), EnvOrigin::EnvFrom(0)),
-                resolved("IP", EnvValue::InstanceField(".ipAddress".into()), EnvOrigin::Env(0)),
+                resolved(
+                    "FROM_CM",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::EnvFrom(0),
+                ),
+                resolved(
+                    "KUBERNETES_SERVICE_HOST",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::EnvFrom(0),
+                ),
+                resolved(
+                    "IP",
+                    EnvValue::InstanceField(".ipAddress".into()),
+                    EnvOrigin::Env(0),
+                ),
                 resolved("MEM", EnvValue::SizeLimit, EnvOrigin::Env(1)),
                 resolved("TOKEN", EnvValue::Secret, EnvOrigin::Env(2)),
-                resolved("KUBERNETES_PORT", EnvValue::Plain("x".into()), EnvOrigin::Env(5)),
+                resolved(
+                    "KUBERNETES_PORT",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::Env(5),
+                ),
             ],
             ..Context::default()
         };
@@ -257,7 +276,10 @@ mod tests {
             "containers":[{"name":"app","image":"a:1"}]}}"#;
         let spec = spec_of(pod, &Context::default());
         let names = |k: &str| -> Vec<String> {
-            spec[k].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+            spec[k]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
         };
         assert_eq!(names("containers"), ["app", "side"]);
         assert_eq!(names("initContainers"), ["init"]);
@@ -278,8 +300,18 @@ mod tests {
             "volumes":[{"name":"conf","configMap":{"name":"c"}},{"name":"tmp","emptyDir":{"sizeLimit":"500Mi"}}]}}"#;
         let offered = Context {
             config_volumes: vec![
-                ConfigVolume { name: "conf".into(), kind: ConfigVolumeKind::ConfigMap, files: vec![], bytes: 0 },
-                ConfigVolume { name: "tmp".into(), kind: ConfigVolumeKind::EmptyDir, files: vec![], bytes: 0 },
+                ConfigVolume {
+                    name: "conf".into(),
+                    kind: ConfigVolumeKind::ConfigMap,
+                    files: vec![],
+                    bytes: 0,
+                },
+                ConfigVolume {
+                    name: "tmp".into(),
+                    kind: ConfigVolumeKind::EmptyDir,
+                    files: vec![],
+                    bytes: 0,
+                },
             ],
             ..Context::default()
         };
@@ -288,12 +320,29 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["slug"].as_str().unwrap(), c["spec"]["resources"]["requests"]["storage"].as_str().unwrap()))
+            .map(|c| {
+                (
+                    c["slug"].as_str().unwrap(),
+                    c["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .unwrap(),
+                )
+            })
             .collect();
         assert_eq!(claims, [("conf", "1Gi"), ("tmp", "1Gi")]);
-        assert_eq!(spec["containers"]["app"]["volumeMounts"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            spec["containers"]["app"]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         let t = translate(pod, &Context::default()).unwrap();
-        assert!(t.warnings.iter().any(|w| w.message.contains("--config-volumes=skip")));
+        assert!(
+            t.warnings
+                .iter()
+                .any(|w| w.message.contains("--config-volumes=skip"))
+        );
         assert!(!t.spec.contains("volumeClaimTemplates"));
     }
 

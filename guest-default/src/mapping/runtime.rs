@@ -69,7 +69,11 @@ pub(crate) fn map_runtime<'a>(spec: &PodSpec<'a>, f: &mut Findings) -> Option<Ru
                 supplemental_groups: sc
                     .supplemental_groups
                     .iter()
-                    .chain(sc.fs_group.iter().filter(|g| !sc.supplemental_groups.contains(g)))
+                    .chain(
+                        sc.fs_group
+                            .iter()
+                            .filter(|g| !sc.supplemental_groups.contains(g)),
+                    )
                     .map(|g| g.to_string().into())
                     .collect(),
                 sysctls: sc

@@ -22,7 +22,13 @@ const DEFAULT_SIZE: &str = "1Gi";
 const CONFIG_SIZE: &str = "1Gi";
 const MAX_SIZE: &str = "1000Gi";
 /// The volume kinds the host writes into claims (`Context::config_volumes`).
-const HOST_WRITTEN: &[&str] = &["configMap", "secret", "downwardAPI", "projected", "emptyDir"];
+const HOST_WRITTEN: &[&str] = &[
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "projected",
+    "emptyDir",
+];
 
 pub(crate) struct MappedVolumes<'a> {
     pub claims: Vec<VolumeClaim<'a>>,
@@ -150,7 +156,10 @@ fn empty_dir_size(v: &Volume<'_>, path: &str, f: &mut Findings) -> Option<String
         Some(other) => {
             f.violate(
                 format!("{path}.emptyDir.sizeLimit"),
-                format!("volume `{}`: expected a quantity such as `1Gi`, got {other}", v.name),
+                format!(
+                    "volume `{}`: expected a quantity such as `1Gi`, got {other}",
+                    v.name
+                ),
             );
             return None;
         }

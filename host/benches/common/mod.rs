@@ -22,7 +22,11 @@ pub fn fixture() -> (String, CallContext) {
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "bench".into(),
-        config_volumes: resolved.config_volumes.iter().map(|v| v.description()).collect(),
+        config_volumes: resolved
+            .config_volumes
+            .iter()
+            .map(|v| v.description())
+            .collect(),
         env: resolved.env,
     };
     (pod.json, ctx)

@@ -67,9 +67,7 @@ impl Contract {
 
     /// The versions spoken, for messages: `stackpath:policy@0.2.0 and stackpath:policy@0.1.0`.
     pub fn spoken() -> String {
-        Contract::SPOKEN
-            .map(Contract::package)
-            .join(" and ")
+        Contract::SPOKEN.map(Contract::package).join(" and ")
     }
 }
 
@@ -184,13 +182,15 @@ pub(crate) type PolicyInfoRecord = stackpath::policy::types::PolicyInfo;
 impl Policy {
     pub fn call_info(&self, store: &mut Store<CallState>) -> wasmtime::Result<PolicyInfoRecord> {
         match self {
-            Policy::V0_1(p) => p.stackpath_policy_translator().call_info(store).map(|i| {
-                PolicyInfoRecord {
-                    name: i.name,
-                    version: i.version,
-                    description: i.description,
-                }
-            }),
+            Policy::V0_1(p) => {
+                p.stackpath_policy_translator()
+                    .call_info(store)
+                    .map(|i| PolicyInfoRecord {
+                        name: i.name,
+                        version: i.version,
+                        description: i.description,
+                    })
+            }
             Policy::V0_2(p) => p.stackpath_policy_translator().call_info(store),
         }
     }
@@ -204,9 +204,9 @@ impl Policy {
         ctx: &WitContext,
     ) -> wasmtime::Result<Result<Translation, Rejection>> {
         match (self, ctx) {
-            (Policy::V0_2(p), WitContext::V0_2(ctx)) => {
-                p.stackpath_policy_translator().call_translate(store, pod, ctx)
-            }
+            (Policy::V0_2(p), WitContext::V0_2(ctx)) => p
+                .stackpath_policy_translator()
+                .call_translate(store, pod, ctx),
             (Policy::V0_1(p), WitContext::V0_1(ctx)) => Ok(p
                 .stackpath_policy_translator()
                 .call_translate(store, pod, ctx)?
@@ -434,8 +434,14 @@ mod tests {
             panic!("a 0.2.0 context")
         };
         let shown = format!("{shown}{wit:?}");
-        assert!(shown.contains("ALL_k") && shown.contains("Secret"), "{shown}");
-        assert!(!shown.contains(SECRET) && !shown.contains(&encoded), "{shown}");
+        assert!(
+            shown.contains("ALL_k") && shown.contains("Secret"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(SECRET) && !shown.contains(&encoded),
+            "{shown}"
+        );
         // Only the `env` entry: 0.1.0 cannot carry `envFrom`.
         let mut old = ctx.clone();
         old.env.retain(|e| e.origin == EnvOrigin::Env(0));
@@ -443,7 +449,10 @@ mod tests {
             panic!("a 0.1.0 context")
         };
         let shown = format!("{wit:?}");
-        assert!(shown.contains("from-secret: true") && !shown.contains(SECRET), "{shown}");
+        assert!(
+            shown.contains("from-secret: true") && !shown.contains(SECRET),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -468,7 +477,10 @@ mod tests {
             instance_field: Some(".ipAddress".into()),
             ..ResolvedEnv::default()
         });
-        let msg = wit_context(Contract::V0_1, &ip, "old.wasm").err().unwrap().to_string();
+        let msg = wit_context(Contract::V0_1, &ip, "old.wasm")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(msg.contains("instance field `.ipAddress`"), "{msg}");
     }
 }

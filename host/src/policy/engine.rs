@@ -173,8 +173,7 @@ impl PolicyEngine {
                  network, files or environment"
             ))
         })?;
-        let pre =
-            PolicyPre::new(contract, instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = PolicyPre::new(contract, instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
         let ticker = deadline
             .then(|| EpochTicker::start(&engine))
             .transpose()
@@ -226,7 +225,10 @@ impl PolicyEngine {
 
     /// The context as this policy's contract carries it; a pod that needs more than the
     /// policy's contract can carry is refused here.
-    pub(super) fn wit_context(&self, ctx: &CallContext) -> Result<bindings::WitContext, PolicyError> {
+    pub(super) fn wit_context(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<bindings::WitContext, PolicyError> {
         bindings::wit_context(self.inner.pre.contract(), ctx, &self.inner.label)
     }
 

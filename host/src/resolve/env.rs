@@ -179,7 +179,10 @@ fn env_from(
         let Some(cm) = objects.config_maps.get(&r.name) else {
             return missing(
                 r.optional,
-                format!("ConfigMap `{}` not found in namespace `{namespace}`", r.name),
+                format!(
+                    "ConfigMap `{}` not found in namespace `{namespace}`",
+                    r.name
+                ),
             );
         };
         // The kubelet reads `data` only: binaryData keys are not variables.
@@ -255,7 +258,10 @@ fn value_from(
         let Some(cm) = objects.config_maps.get(&k.name) else {
             return missing(
                 k.optional,
-                format!("ConfigMap `{}` not found in namespace `{namespace}`", k.name),
+                format!(
+                    "ConfigMap `{}` not found in namespace `{namespace}`",
+                    k.name
+                ),
             );
         };
         return match config_map_value(cm, &k.key) {
@@ -332,7 +338,10 @@ mod tests {
             .filter(|e| e.container == container)
             .map(|e| {
                 let shown = if e.from_secret {
-                    format!("secret:{}", r.secret_env[&(e.container.clone(), e.name.clone())].expose())
+                    format!(
+                        "secret:{}",
+                        r.secret_env[&(e.container.clone(), e.name.clone())].expose()
+                    )
                 } else if let Some(f) = &e.instance_field {
                     format!("field:{f}")
                 } else if e.size_limit {
@@ -347,7 +356,8 @@ mod tests {
 
     #[test]
     fn env_wins_over_env_from_and_later_sources_over_earlier() {
-        let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i",
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
             "envFrom": [
                 {"configMapRef": {"name": "settings"}},
                 {"secretRef": {"name": "db"}, "prefix": "DB_"},
@@ -357,7 +367,8 @@ mod tests {
                 {"name": "MODE", "value": "explicit"},
                 {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "x", "optional": true}}},
                 {"name": "DB_password", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}
-            ]}]}));
+            ]}]}),
+        );
         let r = resolve(&p, &objects(), &settings()).unwrap();
         assert_eq!(
             env_of(&r, "app"),
@@ -377,16 +388,29 @@ mod tests {
         assert_eq!(level.origin, EnvOrigin::EnvFrom(2));
         let pw = r.env.iter().find(|e| e.name == "DB_password").unwrap();
         assert_eq!(pw.origin, EnvOrigin::Env(2));
-        assert!(!r.secret_env.contains_key(&("app".into(), "DB_password".into())));
+        assert!(
+            !r.secret_env
+                .contains_key(&("app".into(), "DB_password".into()))
+        );
     }
 
     #[test]
     fn invalid_keys_are_skipped_and_reported_as_the_kubelet_does() {
-        let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i",
-            "envFrom": [{"configMapRef": {"name": "odd-keys"}}, {"configMapRef": {"name": "odd-keys"}, "prefix": "P_"}]}]}));
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
+            "envFrom": [{"configMapRef": {"name": "odd-keys"}}, {"configMapRef": {"name": "odd-keys"}, "prefix": "P_"}]}]}),
+        );
         let r = resolve(&p, &objects(), &settings()).unwrap();
         let names: Vec<String> = r.env.iter().map(|e| e.name.clone()).collect();
-        assert_eq!(names, ["1starts-with-digit.ok", "P_1starts-with-digit.ok", "P_ok", "ok"]);
+        assert_eq!(
+            names,
+            [
+                "1starts-with-digit.ok",
+                "P_1starts-with-digit.ok",
+                "P_ok",
+                "ok"
+            ]
+        );
         assert_eq!(r.invalid_env_names.len(), 2);
         assert_eq!(
             r.invalid_env_names[0].message(),
@@ -398,16 +422,19 @@ mod tests {
 
     #[test]
     fn missing_sources_fail_unless_optional() {
-        let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i",
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
             "envFrom": [
                 {"configMapRef": {"name": "nope", "optional": true}},
                 {"secretRef": {"name": "gone"}}
-            ]}]}));
+            ]}]}),
+        );
         let v = resolve(&p, &objects(), &settings()).unwrap_err();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].path, "spec.containers[0].envFrom[1]");
         assert!(
-            v[0].message.contains("Secret `gone` not found in namespace `default`"),
+            v[0].message
+                .contains("Secret `gone` not found in namespace `default`"),
             "{}",
             v[0].message
         );
@@ -415,7 +442,8 @@ mod tests {
 
     #[test]
     fn downward_fields_and_resources() {
-        let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "i",
+        let p = pod(
+            serde_json::json!({"containers": [{"name": "app", "image": "i",
             "resources": {"limits": {"cpu": "500m"}},
             "env": [
                 {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -423,7 +451,8 @@ mod tests {
                 {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
                 {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
                 {"name": "SIDE_CPU", "valueFrom": {"resourceFieldRef": {"containerName": "side", "resource": "requests.cpu"}}}
-            ]}, {"name": "side", "image": "i", "resources": {"requests": {"cpu": "2"}}}]}));
+            ]}, {"name": "side", "image": "i", "resources": {"requests": {"cpu": "2"}}}]}),
+        );
         let r = resolve(&p, &objects(), &settings()).unwrap();
         assert_eq!(
             env_of(&r, "app"),

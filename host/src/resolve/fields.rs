@@ -65,12 +65,12 @@ pub fn field(pod: &Pod, path: &str, host_ip: &str, usage: Use) -> Result<FieldVa
         )),
         "status.hostIP" | "status.hostIPs" => Ok(FieldValue::Plain(host_ip.to_string())),
         "status.podIP" | "status.podIPs" => Ok(FieldValue::Instance(POD_IP_FIELD)),
-        "metadata.labels" if usage == Use::File => Ok(FieldValue::Plain(format_map(
-            m.labels.as_ref(),
-        ))),
-        "metadata.annotations" if usage == Use::File => Ok(FieldValue::Plain(format_map(
-            m.annotations.as_ref(),
-        ))),
+        "metadata.labels" if usage == Use::File => {
+            Ok(FieldValue::Plain(format_map(m.labels.as_ref())))
+        }
+        "metadata.annotations" if usage == Use::File => {
+            Ok(FieldValue::Plain(format_map(m.annotations.as_ref())))
+        }
         _ => keyed("metadata.labels['", m.labels.as_ref())
             .or_else(|| keyed("metadata.annotations['", m.annotations.as_ref()))
             .map(FieldValue::Plain)

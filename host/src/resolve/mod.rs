@@ -127,11 +127,7 @@ pub fn references(pod: &Pod) -> References {
         if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_ref()) {
             r.secrets.insert(name.clone());
         }
-        for s in v
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-        {
+        for s in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
             if let Some(cm) = &s.config_map {
                 r.config_maps.insert(cm.name.clone());
             }
@@ -201,13 +197,8 @@ pub fn resolve(
             .as_ref()
             .and_then(|s| s.security_context.as_ref())
             .and_then(|sc| sc.fs_group);
-        out.config_volumes = volumes::config_volumes(
-            pod,
-            namespace,
-            objects,
-            &settings.host_ip,
-            &mut problems,
-        );
+        out.config_volumes =
+            volumes::config_volumes(pod, namespace, objects, &settings.host_ip, &mut problems);
     }
     let pull = pod
         .spec
@@ -313,7 +304,13 @@ pub(crate) mod tests {
             ]
         }));
         let r = references(&p);
-        assert_eq!(r.config_maps, BTreeSet::from(["a".into(), "c".into(), "e".into()]));
-        assert_eq!(r.secrets, BTreeSet::from(["b".into(), "d".into(), "f".into()]));
+        assert_eq!(
+            r.config_maps,
+            BTreeSet::from(["a".into(), "c".into(), "e".into()])
+        );
+        assert_eq!(
+            r.secrets,
+            BTreeSet::from(["b".into(), "d".into(), "f".into()])
+        );
     }
 }

@@ -55,7 +55,9 @@ pub fn resource(
     selector: &ResourceFieldSelector,
 ) -> Result<ResourceValue, String> {
     let resource = selector.resource.as_str();
-    let (kind, name) = resource.split_once('.').ok_or_else(|| unsupported(resource))?;
+    let (kind, name) = resource
+        .split_once('.')
+        .ok_or_else(|| unsupported(resource))?;
     let (cpu, allowed) = match name {
         "cpu" => (true, CPU_DIVISORS),
         "memory" | "ephemeral-storage" => (false, BYTE_DIVISORS),
@@ -72,7 +74,9 @@ pub fn resource(
     let divisor = divisor(selector.divisor.as_ref(), resource, allowed)?;
     let r = container.resources.as_ref();
     let limit = r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name));
-    let request = r.and_then(|r| r.requests.as_ref()).and_then(|m| m.get(name));
+    let request = r
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|m| m.get(name));
     let value = match kind {
         // The API server defaults a missing request to the limit.
         "requests" => request.or(limit),
@@ -153,8 +157,7 @@ mod tests {
     use super::*;
 
     fn container(resources: serde_json::Value) -> Container {
-        serde_json::from_value(serde_json::json!({"name": "app", "resources": resources}))
-            .unwrap()
+        serde_json::from_value(serde_json::json!({"name": "app", "resources": resources})).unwrap()
     }
 
     fn get(c: &Container, resource: &str, divisor: Option<&str>) -> Result<ResourceValue, String> {
@@ -174,7 +177,8 @@ mod tests {
 
     #[test]
     fn cpu_rounds_up_to_the_divisor_unit() {
-        let c = container(serde_json::json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "250m"}}));
+        let c =
+            container(serde_json::json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "250m"}}));
         assert_eq!(get(&c, "limits.cpu", None), plain("1"));
         assert_eq!(get(&c, "limits.cpu", Some("1m")), plain("500"));
         assert_eq!(get(&c, "requests.cpu", Some("1m")), plain("250"));
@@ -185,7 +189,9 @@ mod tests {
 
     #[test]
     fn memory_divides_by_binary_and_decimal_units() {
-        let c = container(serde_json::json!({"limits": {"memory": "1.5Gi"}, "requests": {"memory": "100M"}}));
+        let c = container(
+            serde_json::json!({"limits": {"memory": "1.5Gi"}, "requests": {"memory": "100M"}}),
+        );
         assert_eq!(get(&c, "limits.memory", None), plain("1610612736"));
         assert_eq!(get(&c, "limits.memory", Some("1Mi")), plain("1536"));
         assert_eq!(get(&c, "limits.memory", Some("1Gi")), plain("2"));
@@ -215,16 +221,35 @@ mod tests {
         let err = get(&c, "limits.ephemeral-storage", None).unwrap_err();
         assert!(err.contains("limits.ephemeral-storage"), "{err}");
         let c = container(serde_json::json!({"limits": {"ephemeral-storage": "1Gi"}}));
-        assert_eq!(get(&c, "limits.ephemeral-storage", Some("1Mi")), plain("1024"));
+        assert_eq!(
+            get(&c, "limits.ephemeral-storage", Some("1Mi")),
+            plain("1024")
+        );
     }
 
     #[test]
     fn divisors_and_resources_kubernetes_refuses_are_refused() {
         let c = container(serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}}));
-        assert!(get(&c, "limits.cpu", Some("1Mi")).unwrap_err().contains("not allowed"));
-        assert!(get(&c, "limits.memory", Some("1m")).unwrap_err().contains("not allowed"));
+        assert!(
+            get(&c, "limits.cpu", Some("1Mi"))
+                .unwrap_err()
+                .contains("not allowed")
+        );
+        assert!(
+            get(&c, "limits.memory", Some("1m"))
+                .unwrap_err()
+                .contains("not allowed")
+        );
         assert_eq!(get(&c, "limits.cpu", Some("1000m")), plain("1"));
-        assert!(get(&c, "limits.gpu", None).unwrap_err().contains("not supported"));
-        assert!(get(&c, "requests.hugepages-2Mi", None).unwrap_err().contains("huge pages"));
+        assert!(
+            get(&c, "limits.gpu", None)
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            get(&c, "requests.hugepages-2Mi", None)
+                .unwrap_err()
+                .contains("huge pages")
+        );
     }
 }

@@ -340,7 +340,16 @@ impl Builder<'_> {
             return;
         };
         let data = config_map_files(cm);
-        self.keyed(field, "ConfigMap", name, &data, items, optional, mode, Content::Plain);
+        self.keyed(
+            field,
+            "ConfigMap",
+            name,
+            &data,
+            items,
+            optional,
+            mode,
+            Content::Plain,
+        );
     }
 
     fn secret(
@@ -408,7 +417,10 @@ impl Builder<'_> {
                     let origin = format!("key `{}` of {kind} `{name}`", item.key);
                     let Some(value) = data.get(&item.key) else {
                         if !optional.unwrap_or(false) {
-                            self.problem(ifield, format!("{kind} `{name}` has no key `{}`", item.key));
+                            self.problem(
+                                ifield,
+                                format!("{kind} `{name}` has no key `{}`", item.key),
+                            );
                         }
                         continue;
                     };
@@ -486,7 +498,13 @@ impl Builder<'_> {
                 );
                 continue;
             };
-            self.add(&format!("{field}.items[{i}].path"), &item.path, mode, content, origin);
+            self.add(
+                &format!("{field}.items[{i}].path"),
+                &item.path,
+                mode,
+                content,
+                origin,
+            );
         }
     }
 }
@@ -637,7 +655,10 @@ mod tests {
                 ("mode".into(), 0o600, "production".into())
             ]
         );
-        assert_eq!(files(&v[1]), vec![("conf/mode.txt".into(), 0o400, "production".into())]);
+        assert_eq!(
+            files(&v[1]),
+            vec![("conf/mode.txt".into(), 0o400, "production".into())]
+        );
         assert!(v[2].files.is_empty() && v[3].files.is_empty());
         assert_eq!(v[3].kind, ConfigVolumeKind::EmptyDir);
     }
@@ -687,11 +708,27 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = err.iter().map(ToString::to_string).collect();
         let all = text.join("\n");
-        assert!(all.contains("volume `odd`: key `has=equals` of ConfigMap `odd-keys` is not a valid file name"), "{all}");
-        assert!(all.contains("volume `gone`: Secret `gone` not found in namespace `default`"), "{all}");
+        assert!(
+            all.contains(
+                "volume `odd`: key `has=equals` of ConfigMap `odd-keys` is not a valid file name"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("volume `gone`: Secret `gone` not found in namespace `default`"),
+            "{all}"
+        );
         assert!(all.contains("volume `escape`: key `mode` of ConfigMap `settings`: `../etc/passwd` is not a valid file name"), "{all}");
-        assert!(all.contains("volume `nokey`: ConfigMap `settings` has no key `nope`"), "{all}");
-        assert!(all.contains("volume `twice`: key `level` of ConfigMap `settings`: a second file at `a`"), "{all}");
+        assert!(
+            all.contains("volume `nokey`: ConfigMap `settings` has no key `nope`"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "volume `twice`: key `level` of ConfigMap `settings`: a second file at `a`"
+            ),
+            "{all}"
+        );
         assert!(!all.contains("s3cr3t"), "{all}");
     }
 
@@ -710,7 +747,9 @@ mod tests {
         let err = resolve(&p, &objs, &settings()).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(
-            err[0].message.starts_with("volume `huge`: key `b` of ConfigMap `big`: it brings"),
+            err[0]
+                .message
+                .starts_with("volume `huge`: key `b` of ConfigMap `big`: it brings"),
             "{}",
             err[0].message
         );
