@@ -53,8 +53,6 @@ pub struct Container<'a> {
     pub working_dir: Option<Str<'a>>,
     pub ports: Vec<ContainerPort<'a>>,
     pub env: Vec<EnvVar<'a>>,
-    /// Only whether it is set matters: it is not supported.
-    pub env_from: Vec<IgnoredAny>,
     pub resources: Resources<'a>,
     pub volume_mounts: Vec<VolumeMount<'a>>,
     pub liveness_probe: Option<Probe<'a>>,
@@ -65,6 +63,8 @@ pub struct Container<'a> {
     pub termination_message_path: Option<Str<'a>>,
     pub termination_message_policy: Option<Str<'a>>,
     pub security_context: Option<SecurityContext<'a>>,
+    /// `Always` on an init container makes it a native sidecar.
+    pub restart_policy: Option<Str<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +111,8 @@ pub struct Resources<'a> {
 pub struct VolumeMount<'a> {
     pub name: Str<'a>,
     pub mount_path: Str<'a>,
+    pub sub_path: Option<Str<'a>>,
+    pub sub_path_expr: Option<Str<'a>>,
 }
 
 /// A probe: a handler (the same fields as [`Handler`], listed here rather than flattened,
@@ -288,6 +290,7 @@ pub struct Volume<'a> {
     /// set one in key order.
     pub kind: Option<Str<'a>>,
     pub projected: Option<Projected>,
+    pub empty_dir: Option<EmptyDir<'a>>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
@@ -315,6 +318,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
                             let set = if key == "projected" {
                                 v.projected = m.next_value()?;
                                 v.projected.is_some()
+                            } else if key == "emptyDir" {
+                                v.empty_dir = m.next_value()?;
+                                v.empty_dir.is_some()
                             } else {
                                 m.next_value::<Option<IgnoredAny>>()?.is_some()
                             };
@@ -329,6 +335,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
         }
         d.deserialize_map(V)
     }
+}
+
+/// An emptyDir volume: its size limit (raw JSON: a quantity may be a number) and medium.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase", bound(deserialize = "'de: 'a"))]
+pub struct EmptyDir<'a> {
+    pub medium: Option<Str<'a>>,
+    pub size_limit: Option<Value>,
 }
 
 /// A projected volume: enough to recognise the service-account token Kubernetes adds.

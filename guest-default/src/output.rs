@@ -66,6 +66,20 @@ pub enum EnvVar<'a> {
     Value(Str<'a>),
     /// `{"secretValue": …}`: the host fills in the real value.
     SecretValue(Str<'a>),
+    /// `{"valueFrom": {"instanceFieldRef": {"fieldPath": …}}}`: StackPath resolves it.
+    ValueFrom(ValueFrom<'a>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueFrom<'a> {
+    pub instance_field_ref: InstanceFieldRef<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceFieldRef<'a> {
+    pub field_path: Str<'a>,
 }
 
 #[derive(Debug, Serialize)]

@@ -143,6 +143,24 @@ impl Quantity {
         })
     }
 
+    /// `⌈value × 10^exp10⌉`, or `None` beyond u128: Kubernetes' `Value()` (`exp10` 0) and
+    /// `MilliValue()` (`exp10` 3), which both round up.
+    pub fn ceil_scaled(&self, exp10: i32) -> Option<u128> {
+        if self.mantissa == 0 {
+            return Some(0);
+        }
+        let e = self.exp10.checked_add(exp10)?;
+        if e >= 0 {
+            return scale(self.mantissa, e.unsigned_abs(), self.exp2);
+        }
+        let numerator = scale(self.mantissa, 0, self.exp2)?;
+        // A divisor beyond u128 leaves less than 1: the value rounds up to 1.
+        match 10u128.checked_pow(e.unsigned_abs()) {
+            Some(d) => Some(numerator.div_ceil(d)),
+            None => Some(1),
+        }
+    }
+
     /// Exact comparison: both sides are brought to a common integer scale.
     pub fn cmp_exact(&self, other: &Quantity) -> Ordering {
         if self.mantissa == 0 || other.mantissa == 0 {
@@ -218,6 +236,18 @@ mod tests {
         }
         assert!(Quantity::parse("-1").unwrap_err().0.contains("negative"));
         assert!(Quantity::parse("-0").is_ok());
+    }
+
+    #[test]
+    fn values_and_millis_round_up_as_kubernetes_does() {
+        assert_eq!(q("500m").ceil_scaled(0), Some(1));
+        assert_eq!(q("500m").ceil_scaled(3), Some(500));
+        assert_eq!(q("0.1m").ceil_scaled(3), Some(1));
+        assert_eq!(q("1.5Gi").ceil_scaled(0), Some(1_610_612_736));
+        assert_eq!(q("1Ki").ceil_scaled(3), Some(1_024_000));
+        assert_eq!(q("1e-50").ceil_scaled(0), Some(1));
+        assert_eq!(q("0").ceil_scaled(3), Some(0));
+        assert_eq!(q("9e50").ceil_scaled(0), None);
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn custom(c: &mut Criterion) {
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "bench".into(),
-        env: Vec::new(),
+        ..CallContext::default()
     };
     let mut g = c.benchmark_group("policy_custom");
     for path in list.split(',').filter(|p| !p.is_empty()) {

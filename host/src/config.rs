@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use stackpath_client::{DEFAULT_API_HOST, Secret};
 
+use crate::materialize::ConfigVolumes;
+
 /// Where settings come from: the process environment, or a map in tests.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
@@ -198,9 +200,52 @@ pub fn parse_pod_ip(value: Option<&str>) -> Result<Option<IpAddr>, String> {
         .transpose()
 }
 
+/// `--config-volumes` and `--config-volume-image`, checked.
+pub fn config_volumes(mode: &str, image: &str) -> Result<ConfigVolumes, String> {
+    match mode {
+        "skip" => Ok(ConfigVolumes::Skip),
+        "materialize" => {
+            let image = image.trim();
+            if image.is_empty() || image.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "--config-volume-image `{image}` is not an image reference (e.g. {})",
+                    crate::materialize::DEFAULT_IMAGE
+                ));
+            }
+            Ok(ConfigVolumes::Materialize {
+                image: image.to_owned(),
+            })
+        }
+        other => Err(format!(
+            "--config-volumes `{other}` is not `materialize` or `skip`"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_volume_settings_are_checked() {
+        assert_eq!(config_volumes("skip", ""), Ok(ConfigVolumes::Skip));
+        assert_eq!(
+            config_volumes("materialize", " busybox:1.37 "),
+            Ok(ConfigVolumes::Materialize {
+                image: "busybox:1.37".into()
+            })
+        );
+        assert!(
+            config_volumes("materialize", "bad image")
+                .unwrap_err()
+                .contains("--config-volume-image")
+        );
+        assert!(
+            config_volumes("maybe", "x")
+                .unwrap_err()
+                .contains("--config-volumes")
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     pub policy_reload: Duration,
     /// The kubelet API (logs, exec, stats).
     pub kubelet: vk_kubelet::KubeletConfig,
+    /// How config volumes (configMap, secret, …) reach the containers.
+    pub config_volumes: crate::materialize::ConfigVolumes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +285,8 @@ async fn act(
             node_name: config.node.name.clone(),
             city_code: config.stackpath.city_code.clone(),
             stack_id: config.stackpath.stack_id.clone(),
+            host_ip: config.node.internal_ip.clone(),
+            config_volumes: config.config_volumes.clone(),
         },
         host_ip: config.node.internal_ip.clone(),
         events: pods::events::Events::new(kube.clone(), &config.node.name),

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod health;
 pub mod leader;
 pub mod manifest;
+pub mod materialize;
 pub mod memory;
 pub mod metrics;
 pub mod node;

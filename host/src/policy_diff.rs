@@ -427,6 +427,8 @@ mod tests {
             node_name: "edge-1".into(),
             city_code: "DFW".into(),
             stack_id: "s".into(),
+            host_ip: "192.0.2.10".into(),
+            config_volumes: Default::default(),
         };
         let d = compare(&engine, &engine, &pod.pod, &objects, &placement);
         assert_eq!(d.change(), Change::Unchanged);

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use stackpath_client::Secret;
 use stackpath_client::model::{
-    DeploymentSpec, ImagePullCredential, IpFamily, MatchExpression, Metadata, NetworkInterface,
-    Target, TargetSpec, Workload,
+    DeploymentSpec, IpFamily, MatchExpression, Metadata, NetworkInterface, Target, TargetSpec,
+    Workload, WorkloadSpec,
 };
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::materialize::{self, WRITER_NAME};
 use crate::policy::{PolicyOutput, Violation};
+use crate::resolve::{Resolved, SizeRef, SizeResource, VolumeFiles};
 use crate::translation::Placement;
 
 /// Labels the Go provider put on its workloads; adoption relies on them.
@@ -100,15 +102,24 @@ impl Identity {
 /// Secret-sourced env values, by (container, variable): filled into `secretValue`.
 pub type SecretEnv = BTreeMap<(String, String), Secret>;
 
-/// Builds the workload to POST from the validated policy output and what the host owns.
+/// What the host adds to the policy's spec: which image writes the config volumes.
+#[derive(Debug, Clone)]
+pub struct HostAdditions<'a> {
+    pub writer_image: &'a str,
+}
+
+/// Builds the workload to POST from the validated policy output and what the host owns:
+/// Secret values, figures of the StackPath sizes the policy chose, the init container that
+/// writes the config volumes the policy gave a claim, pull credentials.
 pub fn assemble(
     identity: &Identity,
     translated: PolicyOutput,
-    secret_env: &SecretEnv,
-    pull_credentials: Vec<ImagePullCredential>,
+    resolved: Resolved,
+    additions: &HostAdditions<'_>,
 ) -> Result<Workload, Violation> {
     let slug = identity.slug()?;
     let mut spec = translated.spec;
+    let secret_env = &resolved.secret_env;
     for (name, c) in spec
         .containers
         .iter_mut()
@@ -121,13 +132,70 @@ pub fn assemble(
             }
         }
     }
+    let size_of = |r: &SizeRef| size_figure(&spec, r);
+    let mut sized = Vec::new();
+    for s in &resolved.size_env {
+        let emitted = spec
+            .containers
+            .get(&s.container)
+            .or_else(|| spec.init_containers.get(&s.container))
+            .and_then(|c| c.env.get(&s.name))
+            .is_some_and(|e| e.value.is_some());
+        if emitted {
+            let value = size_of(&s.size).map_err(|message| Violation {
+                path: format!("spec.containers.{}.env.{}", s.container, s.name),
+                message: format!("env `{}` of container `{}`: {message}", s.name, s.container),
+            })?;
+            sized.push((s.container.clone(), s.name.clone(), value));
+        }
+    }
+    let claimed: Vec<&VolumeFiles> = resolved
+        .config_volumes
+        .iter()
+        .filter(|v| {
+            spec.volume_claim_templates
+                .iter()
+                .any(|c| c.slug.as_deref() == Some(v.name.as_str()))
+        })
+        .collect();
+    let writer = materialize::writer(&claimed, resolved.fs_group, additions.writer_image, size_of)
+        .map_err(|message| Violation {
+            path: "spec.volumes".into(),
+            message,
+        })?;
+    for (container, var, value) in sized {
+        let c = match spec.containers.get_mut(&container) {
+            Some(c) => c,
+            None => spec
+                .init_containers
+                .get_mut(&container)
+                .expect("found above"),
+        };
+        if let Some(e) = c.env.get_mut(&var) {
+            e.value = Some(value);
+        }
+    }
+    if let Some(writer) = writer {
+        let taken = spec.containers.contains_key(WRITER_NAME)
+            || spec.init_containers.contains_key(WRITER_NAME);
+        if taken {
+            return Err(Violation {
+                path: "spec.initContainers".into(),
+                message: format!(
+                    "the container name `{WRITER_NAME}` is the host's (it writes the config \
+                     volumes); rename the pod's container"
+                ),
+            });
+        }
+        spec.init_containers.insert(WRITER_NAME.into(), writer);
+    }
     spec.network_interfaces = vec![NetworkInterface {
         network: Some("default".into()),
         ip_families: vec![IpFamily::IPv4],
         enable_one_to_one_nat: Some(true),
         ..NetworkInterface::default()
     }];
-    spec.image_pull_credentials = pull_credentials;
+    spec.image_pull_credentials = resolved.pull_credentials;
     Ok(Workload {
         name: Some(slug.clone()),
         slug: Some(slug),
@@ -157,4 +225,34 @@ pub fn assemble(
         )]),
         ..Workload::default()
     })
+}
+
+/// The figure of `r`'s container's StackPath size (its `resources.limits`), divided as the
+/// reference says.
+fn size_figure(spec: &WorkloadSpec, r: &SizeRef) -> Result<String, String> {
+    let key = match r.resource {
+        SizeResource::Cpu => "cpu",
+        SizeResource::Memory => "memory",
+    };
+    let figure = spec
+        .containers
+        .get(&r.container)
+        .or_else(|| spec.init_containers.get(&r.container))
+        .ok_or_else(|| {
+            format!(
+                "it is the {key} limit of container `{}`, which the policy left out of the \
+                 workload",
+                r.container
+            )
+        })?
+        .resources
+        .as_ref()
+        .and_then(|res| res.limits.get(key))
+        .ok_or_else(|| {
+            format!(
+                "container `{}` has no {key} limit in the workload",
+                r.container
+            )
+        })?;
+    r.value(figure)
 }

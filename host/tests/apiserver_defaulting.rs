@@ -17,6 +17,8 @@ fn translate(engine: &PolicyEngine, text: &str, objects: &vk_stackpath::resolve:
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "defaulting".into(),
+        host_ip: "192.0.2.10".into(),
+        config_volumes: Default::default(),
     };
     let mut pod = manifest::read_pod("pod", text).unwrap();
     pod.bind(&placement.node_name);

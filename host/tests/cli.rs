@@ -150,7 +150,7 @@ fn policy_info_and_check_describe_the_default_policy() {
     let info = text(&out.stdout);
     assert!(
         info.contains("name:        default")
-            && info.contains("contract:    stackpath:policy@0.1.0"),
+            && info.contains("contract:    stackpath:policy@0.2.0"),
         "{info}"
     );
 

@@ -8,11 +8,21 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use vk_stackpath::manifest;
+use vk_stackpath::materialize::ConfigVolumes;
 use vk_stackpath::policy::{Limits, PolicyEngine};
+use vk_stackpath::resolve::InvalidEnvNames;
 use vk_stackpath::translation::{self, Placement, TranslateError};
 
-/// Values in objects.yaml that must never show up in warnings or errors.
-const SECRET_VALUES: &[&str] = &["s3cr3t-value", "pull-pass", "gh-token"];
+/// Values in objects.yaml that must never show up in warnings or errors (the Secrets' values,
+/// and in base64 those the config volumes carry).
+const SECRET_VALUES: &[&str] = &[
+    "s3cr3t-value",
+    "pull-pass",
+    "gh-token",
+    "tls-key-material",
+    "dGxzLWtleS1tYXRlcmlhbA",
+    "api-token-value",
+];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -23,6 +33,8 @@ fn placement() -> Placement {
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "golden-stack".into(),
+        host_ip: "192.0.2.10".into(),
+        config_volumes: Default::default(),
     }
 }
 
@@ -34,12 +46,28 @@ fn run(engine: &PolicyEngine, path: &Path) -> Value {
     )
     .unwrap();
     let mut pod = manifest::read_pod(&path.display().to_string(), &text).unwrap();
-    pod.bind(&placement().node_name);
-    match translation::translate(engine, &pod.pod, &pod.json, &objects, &placement()) {
-        Ok(t) => json!({
-            "workload": serde_json::to_value(&t.workload).unwrap(),
-            "warnings": t.warnings,
-        }),
+    let mut placement = placement();
+    // A fixture that starts with this line runs as with `--config-volumes=skip`.
+    if text.starts_with("# vk: --config-volumes=skip") {
+        placement.config_volumes = ConfigVolumes::Skip;
+    }
+    pod.bind(&placement.node_name);
+    match translation::translate(engine, &pod.pod, &pod.json, &objects, &placement) {
+        Ok(t) => {
+            let mut out = json!({
+                "workload": serde_json::to_value(&t.workload).unwrap(),
+                "warnings": t.warnings,
+            });
+            // The kubelet's InvalidEnvironmentVariableNames Events, when there are any.
+            if !t.invalid_env_names.is_empty() {
+                out["events"] = t
+                    .invalid_env_names
+                    .iter()
+                    .map(|i| json!({"reason": InvalidEnvNames::REASON, "message": i.message()}))
+                    .collect();
+            }
+            out
+        }
         Err(e) => {
             let kind = match &e {
                 TranslateError::Pod(_) => "pod".to_string(),
@@ -77,11 +105,10 @@ fn golden_fixtures() {
         let got = run(&engine, pod);
         let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
         for secret in SECRET_VALUES {
-            let shown = got
-                .get("warnings")
-                .map(Value::to_string)
-                .unwrap_or_default()
-                + &got.get("error").map(Value::to_string).unwrap_or_default();
+            let shown = ["warnings", "error", "events"]
+                .iter()
+                .filter_map(|k| got.get(k).map(Value::to_string))
+                .collect::<String>();
             assert!(
                 !shown.contains(secret),
                 "{file}: a Secret value leaked: {shown}"

@@ -71,7 +71,7 @@ fn ctx() -> CallContext {
         node_name: "node".into(),
         city_code: "DFW".into(),
         stack_id: "stack".into(),
-        env: vec![],
+        ..CallContext::default()
     }
 }
 
@@ -185,6 +185,7 @@ fn output_that_breaks_host_rules_is_refused() {
         name: "PASSWORD".into(),
         value: None,
         from_secret: true,
+        ..ResolvedEnv::default()
     });
     let cases = [
         (
@@ -232,10 +233,10 @@ fn warnings_are_capped() {
 
 #[test]
 fn incompatible_contract_is_refused_with_both_versions() {
-    // The default policy with every `stackpath:policy/…@0.1.0` renamed to @0.9.0: a valid
+    // The default policy with every `stackpath:policy/…@0.2.0` renamed to @0.9.0: a valid
     // component built against a contract this daemon does not speak.
     let mut bytes = DEFAULT_POLICY_WASM.to_vec();
-    let (from, to) = (b"@0.1.0".as_slice(), b"@0.9.0".as_slice());
+    let (from, to) = (b"@0.2.0".as_slice(), b"@0.9.0".as_slice());
     let mut i = 0;
     while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
         let at = i + at;
@@ -254,7 +255,8 @@ fn incompatible_contract_is_refused_with_both_versions() {
         "{msg}"
     );
     assert!(
-        msg.contains("stackpath:policy@0.9.0") && msg.contains("stackpath:policy@0.1.0"),
+        msg.contains("stackpath:policy@0.9.0")
+            && msg.contains("stackpath:policy@0.2.0 and stackpath:policy@0.1.0"),
         "{msg}"
     );
 }

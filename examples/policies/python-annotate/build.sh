@@ -22,6 +22,8 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$version"
 fi
 mkdir -p "$(dirname "$out")"
-# -d/-w: the contract and the world; app: the module holding `Translator`.
-"$venv/bin/componentize-py" -d "$root/wit" -w policy componentize --stub-wasi -p "$here" app -o "$out" >&2
+# -d/-w: the contract and the world; app: the module holding `Translator`. This example stays
+# on contract 0.1.0 (wit/0.1.0/), which the daemon keeps loading: it is the tree's witness
+# that policies built before 0.2.0 still run. See docs/policies.md for what 0.2.0 adds.
+"$venv/bin/componentize-py" -d "$root/wit/0.1.0" -w policy componentize --stub-wasi -p "$here" app -o "$out" >&2
 echo "$out"

@@ -11,11 +11,11 @@ use crate::text::Str;
 
 use super::probe::{map_handler, map_probe};
 use super::{Findings, Path};
-use crate::api::Context;
+use crate::api::{Context, EnvOrigin, EnvValue, ResolvedEnv};
 use crate::input::{Container, ContainerPort, EnvVar, SecurityContext, ValueFrom};
 use crate::output::{
-    Capabilities, ContainerSpec, EnvVar as OutEnv, Lifecycle, Port, Resources,
-    SecurityContext as OutSecurityContext, VolumeMount,
+    Capabilities, ContainerSpec, EnvVar as OutEnv, InstanceFieldRef, Lifecycle, Port, Resources,
+    SecurityContext as OutSecurityContext, ValueFrom as OutValueFrom, VolumeMount,
 };
 use crate::quantity::Quantity;
 use crate::sizing::{SIZES, smallest_fitting};
@@ -33,6 +33,8 @@ const DROPPED_ENV: &[&str] = &[
 ];
 const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Where a volume mounted only in parts (`subPath`) is mounted whole, out of the way.
+pub const SUBPATH_ROOT: &str = "/.vk-stackpath/volumes";
 
 /// Maps one container, returning its name and spec. It is taken by value so that its strings
 /// move into the output.
@@ -54,7 +56,7 @@ pub(crate) fn map_container<'a>(
             format!("container `{}` has no image; set one", c.name),
         );
     }
-    let command = c.command.take().unwrap_or_default();
+    let mut command = c.command.take().unwrap_or_default();
     let args = c.args.take().unwrap_or_default();
     if !args.is_empty() && command.is_empty() {
         f.violate(
@@ -66,13 +68,29 @@ pub(crate) fn map_container<'a>(
             ),
         );
     }
-    if !c.env_from.is_empty() {
-        f.warn(
-            format!("{path}.envFrom"),
-            "envFrom is not supported yet; list the variables in env with valueFrom",
-        );
-    }
     let ports = map_ports(&c.ports, path, f);
+    let mounts = map_mounts(
+        core::mem::take(&mut c.volume_mounts),
+        path,
+        skipped_volumes,
+        f,
+    );
+    if !mounts.links.is_empty() {
+        if command.is_empty() {
+            f.violate(
+                format!("{path}.volumeMounts"),
+                format!(
+                    "container `{}` mounts part of a volume (subPath); StackPath mounts whole \
+                     volumes only, so the part is linked into place by a shell wrapper around \
+                     the command, and the container has no command to wrap: set command (and \
+                     args) to the image's entrypoint",
+                    c.name
+                ),
+            );
+        } else {
+            command = wrap_command(&mounts.links, command);
+        }
+    }
     let env = map_env(core::mem::take(&mut c.env), &c.name, path, ctx, f);
     let spec = ContainerSpec {
         working_dir: c.working_dir.take().filter(|w| !w.is_empty()),
@@ -97,12 +115,6 @@ pub(crate) fn map_container<'a>(
             f,
         ),
         resources: map_resources(&c, path, f),
-        volume_mounts: map_mounts(
-            core::mem::take(&mut c.volume_mounts),
-            path,
-            skipped_volumes,
-            f,
-        ),
         lifecycle: c.lifecycle.as_ref().and_then(|l| {
             let out = Lifecycle {
                 post_start: l.post_start.as_ref().and_then(|h| {
@@ -135,6 +147,7 @@ pub(crate) fn map_container<'a>(
             .security_context
             .take()
             .and_then(|sc| map_security_context(sc, path, f)),
+        volume_mounts: mounts.mounts,
         image,
         command,
         args,
@@ -208,16 +221,29 @@ fn map_env<'a>(
     f: &mut Findings,
 ) -> BTreeMap<Str<'a>, OutEnv<'a>> {
     let mut out = BTreeMap::new();
+    // Kubernetes' order: every envFrom source first, then env, which wins. The host has
+    // already kept only the winner of each name.
+    for r in ctx.from_env_from(container) {
+        if !DROPPED_ENV.contains(&r.name.as_str()) {
+            out.insert(Str::from(r.name.clone()), resolved_value(r));
+        }
+    }
+    let last: BTreeMap<Str<'a>, usize> = env
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.clone(), i))
+        .collect();
     for (i, e) in env.into_iter().enumerate() {
         if DROPPED_ENV.contains(&e.name.as_str()) {
             continue;
         }
         let value = match &e.value_from {
             None => OutEnv::Value(e.value.unwrap_or_default()),
-            Some(source) => match ctx.resolved(container, &e.name) {
-                Some(r) if r.from_secret => OutEnv::SecretValue(Str::default()),
-                Some(r) => OutEnv::Value(Str::from(r.value.clone().unwrap_or_default())),
+            Some(source) => match ctx.resolved(container, EnvOrigin::Env(i as u32)) {
+                Some(r) => resolved_value(r),
                 None if is_optional(source) => continue,
+                // A later entry of the same name decides (the host resolved that one).
+                None if last.get(e.name.as_str()).is_some_and(|l| *l > i) => continue,
                 None => {
                     f.violate(
                         format!("{path}.env[{i}].valueFrom"),
@@ -234,6 +260,21 @@ fn map_env<'a>(
         out.insert(e.name, value);
     }
     out
+}
+
+/// What a resolved value becomes in the container's `env` (see `EnvValue`).
+fn resolved_value<'a>(r: &ResolvedEnv) -> OutEnv<'a> {
+    match &r.value {
+        EnvValue::Plain(v) => OutEnv::Value(Str::from(v.clone())),
+        EnvValue::Secret => OutEnv::SecretValue(Str::default()),
+        EnvValue::InstanceField(p) => OutEnv::ValueFrom(OutValueFrom {
+            instance_field_ref: InstanceFieldRef {
+                field_path: Str::from(p.clone()),
+            },
+        }),
+        // The host writes the figure of the size chosen here.
+        EnvValue::SizeLimit => OutEnv::Value(Str::default()),
+    }
 }
 
 /// `configMapKeyRef` / `secretKeyRef` with `optional: true`: kubelet leaves the variable unset.
@@ -345,13 +386,33 @@ fn map_resources(c: &Container, path: &str, f: &mut Findings) -> Resources {
     }
 }
 
+/// A container's mounts, and the parts of volumes (`subPath`) to link into place.
+struct Mounts<'a> {
+    mounts: Vec<VolumeMount<'a>>,
+    /// (in the mounted volume, where the pod wants it)
+    links: Vec<(String, String)>,
+}
+
 fn map_mounts<'a>(
     mounts: Vec<crate::input::VolumeMount<'a>>,
     path: &str,
     skipped: &BTreeMap<Str<'a>, bool>,
     f: &mut Findings,
-) -> Vec<VolumeMount<'a>> {
-    let mut out = Vec::with_capacity(mounts.len());
+) -> Mounts<'a> {
+    let mut out = Mounts {
+        mounts: Vec::with_capacity(mounts.len()),
+        links: Vec::new(),
+    };
+    // Where each volume is mounted whole: a subPath of it links from there.
+    let mut whole: BTreeMap<Str<'a>, String> = BTreeMap::new();
+    for m in &mounts {
+        if m.sub_path.as_deref().unwrap_or("").is_empty() && !skipped.contains_key(m.name.as_str())
+        {
+            whole
+                .entry(m.name.clone())
+                .or_insert_with(|| m.mount_path.trim_end_matches('/').to_string());
+        }
+    }
     for (i, m) in mounts.into_iter().enumerate() {
         if m.mount_path == SERVICE_ACCOUNT_MOUNT {
             continue;
@@ -370,12 +431,90 @@ fn map_mounts<'a>(
             }
             None => {}
         }
-        out.push(VolumeMount {
-            slug: m.name,
-            mount_path: m.mount_path,
-        });
+        if m.sub_path_expr.as_deref().is_some_and(|e| !e.is_empty()) {
+            f.violate(
+                format!("{path}.volumeMounts[{i}].subPathExpr"),
+                format!(
+                    "mount of `{}` at {}: subPathExpr is not supported on StackPath (it mounts \
+                     whole volumes only); use subPath",
+                    m.name, m.mount_path
+                ),
+            );
+            continue;
+        }
+        let sub = m.sub_path.as_deref().unwrap_or("").trim_matches('/');
+        if sub.is_empty() {
+            out.mounts.push(VolumeMount {
+                slug: m.name,
+                mount_path: m.mount_path,
+            });
+            continue;
+        }
+        if m.sub_path.as_deref().is_some_and(|p| p.starts_with('/'))
+            || sub.split('/').any(|s| s == "..")
+        {
+            f.violate(
+                format!("{path}.volumeMounts[{i}].subPath"),
+                format!(
+                    "`{}` must be a relative path without `..`",
+                    m.sub_path.as_deref().unwrap_or("")
+                ),
+            );
+            continue;
+        }
+        let root = match whole.get(m.name.as_str()) {
+            Some(root) => root.clone(),
+            None => {
+                let hidden = format!("{SUBPATH_ROOT}/{}", m.name);
+                whole.insert(m.name.clone(), hidden.clone());
+                out.mounts.push(VolumeMount {
+                    slug: m.name.clone(),
+                    mount_path: Str::from(hidden.clone()),
+                });
+                hidden
+            }
+        };
+        out.links.push((
+            format!("{root}/{sub}"),
+            m.mount_path.trim_end_matches('/').to_string(),
+        ));
     }
     out
+}
+
+/// The command behind a shell that first links each subPath into place (as a kubelet would
+/// bind-mount it): the target is replaced by a symbolic link into the mounted volume, a part
+/// missing from the volume is created as a directory, as the kubelet does.
+fn wrap_command<'a>(links: &[(String, String)], command: Vec<Str<'a>>) -> Vec<Str<'a>> {
+    let mut script = String::from(
+        "set -e\nl() { [ -e \"$1\" ] || mkdir -p \"$1\"; rm -rf \"$2\"; mkdir -p \"$3\"; ln -s \"$1\" \"$2\"; }\n",
+    );
+    for (source, target) in links {
+        let parent = match target.rsplit_once('/') {
+            Some((p, _)) if !p.is_empty() => p,
+            _ => "/",
+        };
+        script.push_str(&format!(
+            "l {} {} {}\n",
+            shell_quote(source),
+            shell_quote(target),
+            shell_quote(parent)
+        ));
+    }
+    script.push_str("exec \"$@\"");
+    let mut out = vec![
+        Str::borrowed("/bin/sh"),
+        Str::borrowed("-c"),
+        Str::from(script),
+        Str::borrowed("vk-subpath"),
+    ];
+    out.extend(command);
+    out
+}
+
+/// `s` as one word of a POSIX shell command.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn map_pull_policy(
@@ -468,7 +607,47 @@ fn map_security_context<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::default_pull_policy;
+    use super::{default_pull_policy, wrap_command};
+    use crate::text::Str;
+
+    /// The wrapper, run by a real shell: the parts appear where the pod mounts them, replacing
+    /// what the image had there, and the command runs with its arguments.
+    #[test]
+    fn the_subpath_wrapper_links_parts_into_place_then_runs_the_command() {
+        let dir = std::env::temp_dir().join(format!("vk-subpath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let volume = dir.join("volume");
+        std::fs::create_dir_all(volume.join("conf")).unwrap();
+        std::fs::write(volume.join("conf/app.conf"), "from the volume").unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/app.conf"), "from the image").unwrap();
+        let d = dir.to_str().unwrap();
+        let links = [
+            (
+                format!("{d}/volume/conf/app.conf"),
+                format!("{d}/etc/app.conf"),
+            ),
+            (format!("{d}/volume/new dir"), format!("{d}/var/it's here")),
+        ];
+        let command = wrap_command(
+            &links,
+            vec![Str::borrowed("cat"), Str::from(format!("{d}/etc/app.conf"))],
+        );
+        assert_eq!(command[0], "/bin/sh");
+        let out = std::process::Command::new(command[0].as_str())
+            .args(command[1..].iter().map(|s| s.as_str()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from the volume");
+        assert!(volume.join("new dir").is_dir());
+        assert!(dir.join("var/it's here").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pull_policy_defaults_follow_kubernetes() {

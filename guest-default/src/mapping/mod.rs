@@ -79,27 +79,24 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
             "the pod has no containers; a pod needs at least one",
         );
     }
-    let volumes = volume::map_volumes(&pod.spec.volumes, &mut f);
+    let volumes = volume::map_volumes(&pod.spec.volumes, ctx, &mut f);
     let mut spec = WorkloadSpec {
         volume_claim_templates: volumes.claims,
         runtime: runtime::map_runtime(&pod.spec, &mut f),
         ..WorkloadSpec::default()
     };
     let groups = [
-        (
-            "containers",
-            core::mem::take(&mut pod.spec.containers),
-            &mut spec.containers,
-        ),
+        ("containers", core::mem::take(&mut pod.spec.containers)),
         (
             "initContainers",
             core::mem::take(&mut pod.spec.init_containers),
-            &mut spec.init_containers,
         ),
     ];
+    // Names are unique across both lists in Kubernetes, and a sidecar moves from one to the
+    // other here.
+    let mut seen = BTreeSet::new();
     let mut path = String::new();
-    for (field, containers, out) in groups {
-        let mut seen = BTreeSet::new();
+    for (field, containers) in groups {
         for (i, c) in containers.into_iter().enumerate() {
             path.clear();
             write!(path, "spec.{field}[{i}]").expect("writing to a String cannot fail");
@@ -107,15 +104,23 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
                 f.violate(
                     format!("{path}.name"),
                     format!(
-                        "container name `{}` is used twice; names must be unique",
+                        "container name `{}` is used twice; names must be unique among \
+                         containers and init containers",
                         c.name
                     ),
                 );
                 continue;
             }
+            let sidecar = field == "initContainers" && is_sidecar(&c, &path, &mut f);
             let mapped = container::map_container(c, &path, ctx, &volumes.skipped, &mut f);
             if let Some((name, m)) = mapped {
-                out.insert(name, m);
+                // A native sidecar runs beside the app for the pod's life: at StackPath, init
+                // containers run to completion first, so it is one of the containers.
+                if field == "containers" || sidecar {
+                    spec.containers.insert(name, m);
+                } else {
+                    spec.init_containers.insert(name, m);
+                }
             }
         }
     }
@@ -143,6 +148,24 @@ pub fn translate(pod_json: &str, ctx: &Context) -> Result<Translation, Violation
         annotations,
         warnings: f.warnings,
     })
+}
+
+/// An init container with `restartPolicy: Always` (a native sidecar, Kubernetes 1.29+). Any
+/// other restart policy is not allowed on an init container.
+fn is_sidecar(c: &crate::input::Container<'_>, path: &str, f: &mut Findings) -> bool {
+    match c.restart_policy.as_deref() {
+        None | Some("") => false,
+        Some("Always") => true,
+        Some(other) => {
+            f.violate(
+                format!("{path}.restartPolicy"),
+                format!(
+                    "`{other}` is not allowed on an init container; only `Always` (a sidecar) is"
+                ),
+            );
+            false
+        }
+    }
 }
 
 /// Drops what the translation no longer needs, except in the component: its instance is thrown
@@ -180,6 +203,148 @@ fn parse(pod_json: &str) -> Result<Pod<'_>, Violations> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ConfigVolume, ConfigVolumeKind, EnvOrigin, EnvValue, ResolvedEnv};
+
+    fn spec_of(pod: &str, ctx: &Context) -> serde_json::Value {
+        let t = translate(pod, ctx).unwrap_or_else(|v| panic!("{v:?}"));
+        serde_json::from_str(&t.spec).unwrap()
+    }
+
+    fn resolved(name: &str, value: EnvValue, origin: EnvOrigin) -> ResolvedEnv {
+        ResolvedEnv {
+            container: "app".into(),
+            name: name.into(),
+            value,
+            origin,
+        }
+    }
+
+    #[test]
+    fn resolved_values_map_to_their_stackpath_shapes_and_env_wins() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"app","image":"a:1",
+            "envFrom":[{"configMapRef":{"name":"c"}}],
+            "env":[{"name":"IP","valueFrom":{"fieldRef":{"fieldPath":"status.podIP"}}},
+                   {"name":"MEM","valueFrom":{"resourceFieldRef":{"resource":"limits.memory"}}},
+                   {"name":"TOKEN","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                   {"name":"LATER","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                   {"name":"LATER","value":"plain"},
+                   {"name":"KUBERNETES_PORT","valueFrom":{"configMapKeyRef":{"name":"c","key":"k"}}}]}]}}"#;
+        let ctx = Context {
+            env: vec![
+                resolved(
+                    "FROM_CM",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::EnvFrom(0),
+                ),
+                resolved(
+                    "KUBERNETES_SERVICE_HOST",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::EnvFrom(0),
+                ),
+                resolved(
+                    "IP",
+                    EnvValue::InstanceField(".ipAddress".into()),
+                    EnvOrigin::Env(0),
+                ),
+                resolved("MEM", EnvValue::SizeLimit, EnvOrigin::Env(1)),
+                resolved("TOKEN", EnvValue::Secret, EnvOrigin::Env(2)),
+                resolved(
+                    "KUBERNETES_PORT",
+                    EnvValue::Plain("x".into()),
+                    EnvOrigin::Env(5),
+                ),
+            ],
+            ..Context::default()
+        };
+        let env = &spec_of(pod, &ctx)["containers"]["app"]["env"];
+        assert_eq!(
+            *env,
+            serde_json::json!({
+                "FROM_CM": {"value": "x"},
+                "IP": {"valueFrom": {"instanceFieldRef": {"fieldPath": ".ipAddress"}}},
+                "LATER": {"value": "plain"},
+                "MEM": {"value": ""},
+                "TOKEN": {"secretValue": ""}
+            })
+        );
+    }
+
+    #[test]
+    fn a_native_sidecar_becomes_a_container_and_names_stay_unique() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{
+            "initContainers":[{"name":"init","image":"a:1"},{"name":"side","image":"s:1","restartPolicy":"Always"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let spec = spec_of(pod, &Context::default());
+        let names = |k: &str| -> Vec<String> {
+            spec[k]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(names("containers"), ["app", "side"]);
+        assert_eq!(names("initContainers"), ["init"]);
+        let dup = r#"{"metadata":{"name":"p"},"spec":{"initContainers":[{"name":"app","image":"a:1"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let v = translate(dup, &Context::default()).unwrap_err();
+        assert_eq!(v[0].path, "spec.initContainers[0].name");
+        let bad = r#"{"metadata":{"name":"p"},"spec":{"initContainers":[{"name":"i","image":"a:1","restartPolicy":"Never"}],
+            "containers":[{"name":"app","image":"a:1"}]}}"#;
+        let v = translate(bad, &Context::default()).unwrap_err();
+        assert_eq!(v[0].path, "spec.initContainers[0].restartPolicy");
+    }
+
+    #[test]
+    fn config_volumes_get_claims_only_when_the_host_offers_them() {
+        let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"app","image":"a:1",
+            "volumeMounts":[{"name":"conf","mountPath":"/etc/conf"},{"name":"tmp","mountPath":"/tmp"}]}],
+            "volumes":[{"name":"conf","configMap":{"name":"c"}},{"name":"tmp","emptyDir":{"sizeLimit":"500Mi"}}]}}"#;
+        let offered = Context {
+            config_volumes: vec![
+                ConfigVolume {
+                    name: "conf".into(),
+                    kind: ConfigVolumeKind::ConfigMap,
+                    files: vec![],
+                    bytes: 0,
+                },
+                ConfigVolume {
+                    name: "tmp".into(),
+                    kind: ConfigVolumeKind::EmptyDir,
+                    files: vec![],
+                    bytes: 0,
+                },
+            ],
+            ..Context::default()
+        };
+        let spec = spec_of(pod, &offered);
+        let claims: Vec<(&str, &str)> = spec["volumeClaimTemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["slug"].as_str().unwrap(),
+                    c["spec"]["resources"]["requests"]["storage"]
+                        .as_str()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(claims, [("conf", "1Gi"), ("tmp", "1Gi")]);
+        assert_eq!(
+            spec["containers"]["app"]["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let t = translate(pod, &Context::default()).unwrap();
+        assert!(
+            t.warnings
+                .iter()
+                .any(|w| w.message.contains("--config-volumes=skip"))
+        );
+        assert!(!t.spec.contains("volumeClaimTemplates"));
+    }
 
     /// Strings with escape sequences are decoded from the pod and escaped again in the spec;
     /// plain ones are borrowed: both must come out as the same text.

@@ -53,7 +53,6 @@ pub(crate) fn map_runtime<'a>(spec: &PodSpec<'a>, f: &mut Findings) -> Option<Ru
             f.warn_unsupported(
                 Path("spec.securityContext", ""),
                 &[
-                    ("fsGroup", sc.fs_group.is_some()),
                     ("fsGroupChangePolicy", sc.fs_group_change_policy.is_some()),
                     ("seLinuxOptions", sc.se_linux_options.is_some()),
                     ("seccompProfile", sc.seccomp_profile.is_some()),
@@ -65,9 +64,16 @@ pub(crate) fn map_runtime<'a>(spec: &PodSpec<'a>, f: &mut Findings) -> Option<Ru
                 run_as_user: sc.run_as_user.map(|v| v.to_string().into()),
                 run_as_group: sc.run_as_group.map(|v| v.to_string().into()),
                 run_as_non_root: sc.run_as_non_root,
+                // As the kubelet does, fsGroup is one of every container's groups (the files
+                // of the volumes the host writes belong to it).
                 supplemental_groups: sc
                     .supplemental_groups
                     .iter()
+                    .chain(
+                        sc.fs_group
+                            .iter()
+                            .filter(|g| !sc.supplemental_groups.contains(g)),
+                    )
                     .map(|g| g.to_string().into())
                     .collect(),
                 sysctls: sc

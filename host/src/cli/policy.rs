@@ -132,6 +132,8 @@ fn check(args: &PolicyArgs) -> Result<ExitCode, String> {
         node_name: "stackpath-edge-provider-dfw".into(),
         city_code: "DFW".into(),
         stack_id: "check-stack".into(),
+        host_ip: "127.0.0.1".into(),
+        config_volumes: Default::default(),
     };
     let mut broken = 0;
     for (name, yaml) in SAMPLES {

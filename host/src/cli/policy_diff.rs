@@ -125,6 +125,11 @@ impl DiffArgs {
             node_name: config::node_name(self.node.as_deref(), &settings.city_code),
             city_code: settings.city_code,
             stack_id: settings.stack_id,
+            // As `run` declares it: the pods' status.hostIP.
+            host_ip: env
+                .var("VKUBELET_POD_IP")
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            config_volumes: Default::default(),
         })
     }
 }

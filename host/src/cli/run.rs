@@ -203,6 +203,29 @@ pub struct RunArgs {
     /// How often the leader renews and a standby tries to acquire.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_elect_retry_period: Duration,
+    #[command(flatten)]
+    config_volumes: ConfigVolumeArgs,
+}
+
+/// How config volumes reach the containers; shared by `run` and `translate`.
+#[derive(Args, Clone)]
+pub struct ConfigVolumeArgs {
+    /// configMap, secret, downwardAPI, projected and emptyDir volumes (StackPath has none):
+    /// `materialize` writes each into a volume claim of its own, from an init container that
+    /// runs before the pod's containers; `skip` leaves them and their mounts out, with a
+    /// warning.
+    #[arg(long, default_value = "materialize", value_parser = ["materialize", "skip"])]
+    config_volumes: String,
+    /// The image of the init container that writes config volumes; it needs `/bin/sh` and
+    /// `base64`.
+    #[arg(long, default_value = vk_stackpath::materialize::DEFAULT_IMAGE)]
+    config_volume_image: String,
+}
+
+impl ConfigVolumeArgs {
+    pub fn settings(&self) -> Result<vk_stackpath::materialize::ConfigVolumes, String> {
+        config::config_volumes(&self.config_volumes, &self.config_volume_image)
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -271,6 +294,13 @@ impl RunArgs {
                 problems.push(format!("{flag} must be above 0"));
             }
         }
+        let config_volumes = match self.config_volumes.settings() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
         if self.pod_sync_workers == 0 {
             problems.push("--pod-sync-workers must be at least 1".into());
         }
@@ -416,6 +446,7 @@ impl RunArgs {
             },
             policy_reload: Duration::from_secs(10),
             kubelet,
+            config_volumes: config_volumes.unwrap_or_default(),
         })
     }
 }

@@ -9,6 +9,7 @@ use vk_stackpath::translation::{self, Placement, TranslateError};
 use vk_stackpath::{manifest, policy_diff};
 
 use super::PolicyArgs;
+use super::run::ConfigVolumeArgs;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -37,6 +38,11 @@ pub struct TranslateArgs {
     /// Print Secret values (env `secretValue`, registry passwords) instead of `***`.
     #[arg(long)]
     show_secrets: bool,
+    /// The node's InternalIP, the pod's `status.hostIP`.
+    #[arg(long, env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
+    node_ip: String,
+    #[command(flatten)]
+    config_volumes: ConfigVolumeArgs,
 }
 
 pub fn run(args: TranslateArgs) -> Result<ExitCode, String> {
@@ -68,6 +74,8 @@ pub fn run(args: TranslateArgs) -> Result<ExitCode, String> {
             .unwrap_or_else(|| format!("stackpath-edge-provider-{}", city.to_lowercase())),
         city_code: city,
         stack_id: args.stack_id,
+        host_ip: args.node_ip,
+        config_volumes: args.config_volumes.settings()?,
     };
     pod.bind(&placement.node_name);
     let pod_label = format!(

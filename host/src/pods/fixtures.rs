@@ -295,6 +295,8 @@ impl Fixture {
                 node_name: NODE.into(),
                 city_code: CITY.into(),
                 stack_id: STACK.into(),
+                host_ip: "192.0.2.1".into(),
+                config_volumes: Default::default(),
             },
             host_ip: "192.0.2.1".into(),
             events: Events::new(kube, NODE),

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION, Policy, PolicyPre, TRANSLATOR_EXPORT};
+use super::bindings::{self, Policy, PolicyPre};
 use super::context::CallContext;
 use super::error::{PolicyError, Violation};
 use super::sandbox::{
@@ -56,7 +56,7 @@ pub struct PolicyEngine {
 
 struct Inner {
     engine: Engine,
-    pre: PolicyPre<CallState>,
+    pre: PolicyPre,
     label: Arc<str>,
     info: PolicyInfo,
     limits: Limits,
@@ -147,22 +147,18 @@ impl PolicyEngine {
             })?,
         };
         tracing::debug!(policy = %label, elapsed = ?started.elapsed(), "policy compiled");
-        check_contract(&engine, &component, &label)?;
+        let contract = bindings::contract_of(&engine, &component, &label)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         super::wasi::add_to_linker(&mut linker).map_err(|e| load_err(format!("{e:#}")))?;
-        Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| load_err(format!("{e:#}")))?;
+        bindings::add_to_linker(&mut linker, contract).map_err(|e| load_err(format!("{e:#}")))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             load_err(format!(
                 "it needs something the sandbox does not provide ({e:#}); policies get no \
                  network, files or environment"
             ))
         })?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
+        let pre = PolicyPre::new(contract, instance_pre).map_err(|e| load_err(format!("{e:#}")))?;
         let ticker = deadline
             .then(|| EpochTicker::start(&engine))
             .transpose()
@@ -177,7 +173,7 @@ impl PolicyEngine {
                     name: String::new(),
                     version: String::new(),
                     description: String::new(),
-                    contract: format!("{CONTRACT_PACKAGE}@{CONTRACT_VERSION}"),
+                    contract: contract.package(),
                 },
                 gate: Gate::new(limits.max_concurrent),
                 limits,
@@ -185,8 +181,7 @@ impl PolicyEngine {
                 _ticker: ticker,
             }),
         };
-        let info =
-            engine.call(|store, policy| policy.stackpath_policy_translator().call_info(store))?;
+        let info = engine.call(|store, policy| policy.call_info(store))?;
         let inner = Arc::get_mut(&mut engine.inner).expect("not shared yet");
         inner.info.name = info.name;
         inner.info.version = info.version;
@@ -213,18 +208,19 @@ impl PolicyEngine {
         &self.inner.engine
     }
 
-    /// Runs the policy on one pod and validates what it returns.
-    pub fn translate(
+    /// The context as this policy's contract carries it; a pod that needs more than the
+    /// policy's contract can carry is refused here.
+    pub(super) fn wit_context(
         &self,
-        pod_json: &str,
         ctx: &CallContext,
-    ) -> Result<PolicyOutput, PolicyError> {
-        let wit_ctx = ctx.to_wit();
-        let result = self.call(|store, policy| {
-            policy
-                .stackpath_policy_translator()
-                .call_translate(store, pod_json, &wit_ctx)
-        })?;
+    ) -> Result<bindings::WitContext, PolicyError> {
+        bindings::wit_context(self.inner.pre.contract(), ctx, &self.inner.label)
+    }
+
+    /// Runs the policy on one pod and validates what it returns.
+    pub fn translate(&self, pod_json: &str, ctx: &CallContext) -> Result<PolicyOutput, PolicyError> {
+        let wit_ctx = self.wit_context(ctx)?;
+        let result = self.call(|store, policy| policy.call_translate(store, pod_json, &wit_ctx))?;
         match result {
             Ok(t) => validate::translation(&self.inner.label, t, ctx),
             Err(rejection) => Err(PolicyError::Rejected {
@@ -342,47 +338,4 @@ pub fn precompile(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, PolicyError>
             policy: "input".into(),
             reason: format!("not a valid WebAssembly component: {e:#}"),
         })
-}
-
-/// Refuses, with a message naming both versions, a policy built against another contract.
-fn check_contract(engine: &Engine, component: &Component, label: &str) -> Result<(), PolicyError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    if exports.iter().any(|n| n == TRANSLATOR_EXPORT) {
-        // Imports of our own package must be this version too (e.g. `log`).
-        for (name, item) in ty.imports(engine) {
-            if let Some(rest) = name.strip_prefix(&format!("{CONTRACT_PACKAGE}/"))
-                && let Some((_, version)) = rest.split_once('@')
-                && version != CONTRACT_VERSION
-                && matches!(item.ty, ComponentItem::ComponentInstance(_))
-            {
-                return Err(PolicyError::IncompatibleContract {
-                    policy: label.to_string(),
-                    found: format!("{CONTRACT_PACKAGE}@{version}"),
-                    speaks: CONTRACT_VERSION.to_string(),
-                });
-            }
-        }
-        return Ok(());
-    }
-    let prefix = format!("{CONTRACT_PACKAGE}/translator@");
-    if let Some(found) = exports.iter().find_map(|n| n.strip_prefix(&prefix)) {
-        return Err(PolicyError::IncompatibleContract {
-            policy: label.to_string(),
-            found: format!("{CONTRACT_PACKAGE}@{found}"),
-            speaks: CONTRACT_VERSION.to_string(),
-        });
-    }
-    Err(PolicyError::Load {
-        policy: label.to_string(),
-        reason: format!(
-            "it does not export `{TRANSLATOR_EXPORT}` (it exports: {}); a policy implements the \
-             `policy` world of wit/policy.wit",
-            if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            }
-        ),
-    })
 }

@@ -25,13 +25,25 @@ pub enum PolicyError {
     Load { policy: String, reason: String },
 
     #[error(
-        "policy {policy} targets contract {found}, but this vk-stackpath speaks \
-         stackpath:policy@{speaks}; rebuild the policy against wit/ of this release"
+        "policy {policy} targets contract {found}, but this vk-stackpath speaks {speaks}; \
+         rebuild the policy against wit/ of this release"
     )]
     IncompatibleContract {
         policy: String,
         found: String,
         speaks: String,
+    },
+
+    /// The policy loads, but its contract cannot carry what this pod needs.
+    #[error(
+        "policy {policy} implements {contract}, which cannot carry {needs}; rebuild the policy \
+         against wit/policy.wit of this release ({current}) to run this pod"
+    )]
+    ContractTooOld {
+        policy: String,
+        contract: String,
+        needs: String,
+        current: String,
     },
 
     #[error(
@@ -68,6 +80,7 @@ impl PolicyError {
         match self {
             PolicyError::Load { .. } => "load",
             PolicyError::IncompatibleContract { .. } => "incompatible",
+            PolicyError::ContractTooOld { .. } => "contract_too_old",
             PolicyError::Timeout { .. } => "timeout",
             PolicyError::OutOfMemory { .. } => "out_of_memory",
             PolicyError::Trap { .. } => "trap",

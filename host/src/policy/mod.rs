@@ -4,6 +4,7 @@
 
 mod bindings;
 mod cache;
+mod config_volume;
 mod context;
 mod engine;
 mod error;
@@ -14,7 +15,8 @@ mod sandbox;
 mod validate;
 mod wasi;
 
-pub use bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+pub use bindings::{CONTRACT_PACKAGE, CONTRACT_VERSION, Contract};
+pub use config_volume::{ConfigFile, ConfigVolume, ConfigVolumeKind, EnvOrigin};
 pub use context::{CallContext, ResolvedEnv};
 pub use engine::{DEFAULT_POLICY_WASM, PolicyEngine, PolicyInfo, PolicySource, precompile};
 pub use error::{PolicyError, Violation};

@@ -24,7 +24,7 @@ pub fn instantiate(engine: &PolicyEngine) -> Result<(), PolicyError> {
 /// A fresh store and instance, then the policy's `info`.
 pub fn info(engine: &PolicyEngine) -> Result<String, PolicyError> {
     engine
-        .call(|store, policy| policy.stackpath_policy_translator().call_info(store))
+        .call(|store, policy| policy.call_info(store))
         .map(|i| i.name)
 }
 
@@ -38,13 +38,9 @@ pub fn translate_unvalidated(
     pod_json: &str,
     ctx: &CallContext,
 ) -> Result<Unvalidated, PolicyError> {
-    let wit_ctx = ctx.to_wit();
+    let wit_ctx = engine.wit_context(ctx)?;
     engine
-        .call(|store, policy| {
-            policy
-                .stackpath_policy_translator()
-                .call_translate(store, pod_json, &wit_ctx)
-        })
+        .call(|store, policy| policy.call_translate(store, pod_json, &wit_ctx))
         .map(Unvalidated)
 }
 

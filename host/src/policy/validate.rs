@@ -210,10 +210,18 @@ fn check_container(
             .env
             .iter()
             .any(|r| r.from_secret && r.container == name && r.name == *var);
-        if e.value_from.is_some() {
+        // StackPath resolves one kind of reference itself: a field of the instance.
+        let instance_field = e
+            .value_from
+            .as_ref()
+            .and_then(|f| f.instance_field_ref.as_ref())
+            .and_then(|r| r.field_path.as_deref())
+            .is_some_and(|p| !p.trim().is_empty());
+        if e.value_from.is_some() && (!instance_field || from_secret) {
             v.push(violation(
                 format!("{}.valueFrom", epath()),
-                "values from elsewhere are resolved by the host; emit value or secretValue",
+                "values from elsewhere are resolved by the host; emit value, secretValue or \
+                 valueFrom.instanceFieldRef with a fieldPath",
             ));
         }
         if from_secret && e.value.is_some() {

@@ -18,7 +18,10 @@ wit_bindgen::generate!({
 use exports::stackpath::policy::translator::Guest;
 use guest_default::api;
 use stackpath::policy::log::{Level, log};
-use stackpath::policy::types::{Context, PolicyInfo, Rejection, Translation, Violation, Warning};
+use stackpath::policy::types::{
+    ConfigVolume, ConfigVolumeKind, Context, EnvOrigin, EnvValue, PolicyInfo, Rejection,
+    ResolvedEnv, Translation, Violation, Warning,
+};
 
 struct StrictPolicy;
 
@@ -38,16 +41,8 @@ impl Guest for StrictPolicy {
             node_name: ctx.node_name,
             city_code: ctx.city_code,
             stack_id: ctx.stack_id,
-            env: ctx
-                .env
-                .into_iter()
-                .map(|e| api::ResolvedEnv {
-                    container: e.container,
-                    name: e.name,
-                    value: e.value,
-                    from_secret: e.from_secret,
-                })
-                .collect(),
+            env: ctx.env.into_iter().map(resolved_env).collect(),
+            config_volumes: ctx.config_volumes.into_iter().map(config_volume).collect(),
         };
         match strict::translate(&pod, &ctx) {
             Ok(t) => Ok(Translation {
@@ -78,6 +73,46 @@ impl Guest for StrictPolicy {
                 })
             }
         }
+    }
+}
+
+/// The contract's records as the default mapping's (`guest_default::api`) takes them.
+fn resolved_env(e: ResolvedEnv) -> api::ResolvedEnv {
+    api::ResolvedEnv {
+        container: e.container,
+        name: e.name,
+        value: match e.value {
+            EnvValue::Plain(v) => api::EnvValue::Plain(v),
+            EnvValue::Secret => api::EnvValue::Secret,
+            EnvValue::InstanceField(p) => api::EnvValue::InstanceField(p),
+            EnvValue::SizeLimit => api::EnvValue::SizeLimit,
+        },
+        origin: match e.origin {
+            EnvOrigin::Env(i) => api::EnvOrigin::Env(i),
+            EnvOrigin::EnvFrom(i) => api::EnvOrigin::EnvFrom(i),
+        },
+    }
+}
+
+fn config_volume(v: ConfigVolume) -> api::ConfigVolume {
+    api::ConfigVolume {
+        name: v.name,
+        kind: match v.kind {
+            ConfigVolumeKind::ConfigMap => api::ConfigVolumeKind::ConfigMap,
+            ConfigVolumeKind::Secret => api::ConfigVolumeKind::Secret,
+            ConfigVolumeKind::DownwardApi => api::ConfigVolumeKind::DownwardApi,
+            ConfigVolumeKind::Projected => api::ConfigVolumeKind::Projected,
+            ConfigVolumeKind::EmptyDir => api::ConfigVolumeKind::EmptyDir,
+        },
+        files: v
+            .files
+            .into_iter()
+            .map(|f| api::ConfigFile {
+                path: f.path,
+                mode: f.mode,
+            })
+            .collect(),
+        bytes: v.bytes,
     }
 }
 
