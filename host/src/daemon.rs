@@ -160,7 +160,9 @@ async fn probe_console(console: &vk_kubelet::ConsoleConfig) {
         Ok(o @ ProbeOutcome::Verified { .. }) => tracing::info!("{o}"),
         Ok(o) => tracing::warn!("{o}"),
         Err(e) if e.is_host_key() => tracing::error!("kubectl exec will fail: {e}"),
-        Err(e) => tracing::warn!("the StackPath console cannot be reached at start (kubectl exec may fail): {e}"),
+        Err(e) => tracing::warn!(
+            "the StackPath console cannot be reached at start (kubectl exec may fail): {e}"
+        ),
     }
 }
 
@@ -188,7 +190,10 @@ pub async fn run(
         let local = health::serve(addr, readiness.clone(), &servers, root.clone()).await?;
         tracing::info!(addr = %local, "metrics, /healthz and /readyz listening");
     }
-    servers.spawn(root.clone().run_until_cancelled_owned(readiness.clone().follow_kubelet()));
+    servers.spawn(
+        root.clone()
+            .run_until_cancelled_owned(readiness.clone().follow_kubelet()),
+    );
     let client = stackpath_client(&config.stackpath, metrics.clone(), config.rate_limit)?;
     check_stackpath(&client, &config.stackpath).await?;
     probe_console(&config.kubelet.console).await;
@@ -202,7 +207,10 @@ pub async fn run(
             .run_until_cancelled_owned(policy.clone().watch(config.policy_reload)),
     );
 
-    let result = lead(&config, &kube, &client, &policy, &metrics, &readiness, &root).await;
+    let result = lead(
+        &config, &kube, &client, &policy, &metrics, &readiness, &root,
+    )
+    .await;
     root.cancel();
     servers.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, servers.wait())
@@ -236,7 +244,15 @@ async fn lead(
         readiness.set_role(Role::Leader);
         let term = root.child_token();
         let lost = {
-            let acting = act(config, kube, client, policy, metrics, readiness, term.clone());
+            let acting = act(
+                config,
+                kube,
+                client,
+                policy,
+                metrics,
+                readiness,
+                term.clone(),
+            );
             tokio::pin!(acting);
             match elector.as_mut() {
                 Some(elector) => tokio::select! {
@@ -354,7 +370,13 @@ async fn act(
         workers = config.workers,
         "watching pods"
     );
-    pods::run(controller, ctx, config.workers, term.clone().cancelled_owned()).await;
+    pods::run(
+        controller,
+        ctx,
+        config.workers,
+        term.clone().cancelled_owned(),
+    )
+    .await;
     readiness.set_acting(false);
     term.cancel();
     tasks.close();
@@ -369,7 +391,10 @@ async fn act(
 }
 
 /// Pods by phase and tracked pods, every 10 s.
-async fn gauges(ctx: Arc<Context>, store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>) {
+async fn gauges(
+    ctx: Arc<Context>,
+    store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
+) {
     loop {
         let mut by_phase: std::collections::BTreeMap<String, i64> = Default::default();
         for p in store.state() {

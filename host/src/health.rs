@@ -13,8 +13,8 @@
 //! pod (the probe's output) says what to fix.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -87,7 +87,9 @@ impl Readiness {
     }
 
     pub fn set_role(&self, role: Role) {
-        self.0.standby.store(role == Role::Standby, Ordering::Relaxed);
+        self.0
+            .standby
+            .store(role == Role::Standby, Ordering::Relaxed);
         self.0.metrics.set_leader(role == Role::Leader);
     }
 
@@ -184,12 +186,16 @@ mod tests {
         let r = Readiness::new(m.clone());
         r.set_role(Role::Leader);
         let problems = r.check().unwrap_err();
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("starting"));
+        assert!(problems[1].contains("kubelet API"), "{problems:?}");
         r.set_acting(true);
         // The kubelet API has not started serving (no certificate yet).
         let problems = r.check().unwrap_err();
-        assert!(problems[0].contains("the kubelet API is not serving: starting"), "{problems:?}");
+        assert!(
+            problems[0].contains("the kubelet API is not serving: starting"),
+            "{problems:?}"
+        );
         assert!(m.encode().contains("vk_stackpath_ready 0"));
         r.set_role(Role::Standby);
         assert_eq!(r.check(), Ok("standby: another replica leads"));

@@ -49,7 +49,10 @@ impl std::fmt::Display for Lost {
         match self {
             Lost::Taken { holder } => write!(f, "the lease is held by `{holder}`"),
             Lost::Deadline { last_error } => {
-                write!(f, "no renewal succeeded within the renew deadline ({last_error})")
+                write!(
+                    f,
+                    "no renewal succeeded within the renew deadline ({last_error})"
+                )
             }
         }
     }
@@ -191,7 +194,11 @@ impl Elector {
         let transitions = record.transitions.unwrap_or(0) + i32::from(!ours);
         let acquired = if ours { record.acquire_time } else { None };
         let next = e.lease(Some(&current), transitions, acquired);
-        match self.api.replace(&e.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&e.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(l) => {
                 self.observed = Some((Record::of(&l), Instant::now()));
                 Ok(Attempt::Held)
@@ -245,7 +252,11 @@ impl Elector {
             match tokio::time::timeout_at(deadline, self.attempt()).await {
                 Ok(Ok(Attempt::Held)) => last_ok = Instant::now(),
                 Ok(Ok(Attempt::HeldBy(holder))) => {
-                    tracing::error!(lease = self.election.name, leader = holder, "leadership lost to another replica");
+                    tracing::error!(
+                        lease = self.election.name,
+                        leader = holder,
+                        "leadership lost to another replica"
+                    );
                     return Lost::Taken { holder };
                 }
                 Ok(Err(error)) => {
@@ -275,9 +286,9 @@ impl Elector {
         let e = &self.election;
         let release = async {
             let current = self.api.get_opt(&e.name).await?;
-            let Some(current) = current.filter(|l| {
-                Record::of(l).holder.as_deref() == Some(e.identity.as_str())
-            }) else {
+            let Some(current) =
+                current.filter(|l| Record::of(l).holder.as_deref() == Some(e.identity.as_str()))
+            else {
                 return Ok::<_, kube::Error>(());
             };
             let mut lease = current.clone();
@@ -285,12 +296,16 @@ impl Elector {
                 spec.holder_identity = None;
                 spec.lease_duration_seconds = Some(1);
             }
-            self.api.replace(&e.name, &PostParams::default(), &lease).await?;
+            self.api
+                .replace(&e.name, &PostParams::default(), &lease)
+                .await?;
             Ok(())
         };
         match tokio::time::timeout(self.attempt_timeout(), release).await {
             Ok(Ok(())) => tracing::info!(lease = e.name, "leadership released"),
-            Ok(Err(error)) => tracing::info!(lease = e.name, %error, "could not release leadership"),
+            Ok(Err(error)) => {
+                tracing::info!(lease = e.name, %error, "could not release leadership")
+            }
             Err(_) => tracing::info!(lease = e.name, "could not release leadership in time"),
         }
     }

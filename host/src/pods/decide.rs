@@ -136,7 +136,11 @@ fn deadline_passed(pod: &Pod, wall: Timestamp) -> bool {
 /// The pod's grace period, when it is being deleted.
 fn deletion_grace(pod: &Pod) -> Option<Duration> {
     pod.metadata.deletion_timestamp.as_ref()?;
-    let secs = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0);
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(30)
+        .max(0);
     Some(Duration::from_secs(secs as u64))
 }
 
@@ -176,8 +180,8 @@ pub fn next_step(pod: &Pod, tracked: Option<&Tracked>, clock: Clock) -> Step {
             workload_id: workload_id.to_owned(),
         };
     }
-    if clock.now < t.next_poll() {
-        return Step::Wait(t.next_poll() - clock.now);
+    if let Some(due) = t.next_poll().filter(|due| clock.now < *due) {
+        return Step::Wait(due - clock.now);
     }
     let since = t.deferred_since().unwrap_or(clock.now);
     if t.interval() > clock.fast
@@ -396,7 +400,11 @@ mod tests {
             now: t0 + SETTLED,
             ..limited
         };
-        assert_eq!(next_step(&p, Some(&t), later), poll(), "deferred long enough");
+        assert_eq!(
+            next_step(&p, Some(&t), later),
+            poll(),
+            "deferred long enough"
+        );
         let sooner = Clock {
             now: t0 + SETTLED - FAST,
             ..limited
@@ -458,10 +466,22 @@ mod tests {
             })
         );
         // Default grace period 30 s; a negative one counts as 0.
-        let d = next_step(&deleting(pod("Running", "u1", "x"), None), Some(&t), clock(t0));
-        assert!(matches!(d, Step::Delete(Deletion::ConfirmGone { deadline, .. }) if deadline == t0 + Duration::from_secs(30)));
-        let d = next_step(&deleting(pod("Running", "u1", "x"), Some(-5)), Some(&t), clock(t0));
-        assert!(matches!(d, Step::Delete(Deletion::ConfirmGone { deadline, .. }) if deadline == t0));
+        let d = next_step(
+            &deleting(pod("Running", "u1", "x"), None),
+            Some(&t),
+            clock(t0),
+        );
+        assert!(
+            matches!(d, Step::Delete(Deletion::ConfirmGone { deadline, .. }) if deadline == t0 + Duration::from_secs(30))
+        );
+        let d = next_step(
+            &deleting(pod("Running", "u1", "x"), Some(-5)),
+            Some(&t),
+            clock(t0),
+        );
+        assert!(
+            matches!(d, Step::Delete(Deletion::ConfirmGone { deadline, .. }) if deadline == t0)
+        );
     }
 
     #[test]
@@ -539,7 +559,8 @@ mod tests {
         assert_eq!(next_step(&p, None, run), Step::Create);
         // A DaemonSet pod whose workload exists (the Go provider ran it) keeps running.
         let t = running(t0);
-        assert_eq!(next_step(&p, Some(&t), clock(t0)), poll());
+        let ran = daemonset(json(&pod("Running", "u1", "nginx:1")));
+        assert_eq!(next_step(&ran, Some(&t), clock(t0)), poll());
         // Owned but not controlled by a DaemonSet: an ordinary pod.
         let mut v = json(&p);
         v["metadata"]["ownerReferences"][0]["controller"] = Value::Bool(false);
@@ -556,7 +577,11 @@ mod tests {
         let p: Pod = serde_json::from_value(v.clone()).unwrap();
         let at = |secs: i64| Clock {
             wall: Timestamp::from_second(
-                "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap().as_second() + secs,
+                "2026-01-01T00:00:00Z"
+                    .parse::<Timestamp>()
+                    .unwrap()
+                    .as_second()
+                    + secs,
             )
             .unwrap(),
             ..clock(t0)

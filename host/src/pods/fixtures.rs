@@ -105,7 +105,11 @@ impl ScriptedApi {
             let api = api.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 Ok::<_, Infallible>(api.answer(parts.method, parts.uri.path(), body))
             }
@@ -147,22 +151,48 @@ impl ScriptedApi {
                         }
                         None => not_found(),
                     },
-                    (Method::DELETE, []) => s.pods.remove(&key).map(|p| ok(&p)).unwrap_or_else(not_found),
-                    _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", path.into()),
+                    (Method::DELETE, []) => s
+                        .pods
+                        .remove(&key)
+                        .map(|p| ok(&p))
+                        .unwrap_or_else(not_found),
+                    _ => status(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "MethodNotAllowed",
+                        path.into(),
+                    ),
                 }
             }
-            (Method::GET, ["api", "v1", "namespaces", ns, kind @ ("configmaps" | "secrets"), name]) => {
-                s.objects
-                    .get(&format!("{kind}/{ns}/{name}"))
-                    .map(ok)
-                    .unwrap_or_else(|| {
-                        status(StatusCode::NOT_FOUND, "NotFound", format!("{kind} \"{name}\" not found"))
-                    })
-            }
-            (Method::POST | Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", _, "events", ..]) => {
-                ok(&body)
-            }
-            _ => status(StatusCode::NOT_FOUND, "NotFound", format!("not scripted: {path}")),
+            (
+                Method::GET,
+                [
+                    "api",
+                    "v1",
+                    "namespaces",
+                    ns,
+                    kind @ ("configmaps" | "secrets"),
+                    name,
+                ],
+            ) => s
+                .objects
+                .get(&format!("{kind}/{ns}/{name}"))
+                .map(ok)
+                .unwrap_or_else(|| {
+                    status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("{kind} \"{name}\" not found"),
+                    )
+                }),
+            (
+                Method::POST | Method::PATCH,
+                ["apis", "events.k8s.io", "v1", "namespaces", _, "events", ..],
+            ) => ok(&body),
+            _ => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("not scripted: {path}"),
+            ),
         }
     }
 
@@ -180,7 +210,9 @@ impl ScriptedApi {
     pub fn put_object(&self, kind: &str, object: Value) {
         let key = format!(
             "{kind}/{}/{}",
-            object["metadata"]["namespace"].as_str().unwrap_or("default"),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default"),
             object["metadata"]["name"].as_str().unwrap_or_default()
         );
         self.lock().objects.insert(key, object);
@@ -270,9 +302,10 @@ impl Fixture {
             ..EmulatorConfig::default()
         };
         tune(&mut config);
-        let emulator = stackpath_emulator::start(config, "127.0.0.1:0".parse().expect("addr"), None)
-            .await
-            .expect("emulator");
+        let emulator =
+            stackpath_emulator::start(config, "127.0.0.1:0".parse().expect("addr"), None)
+                .await
+                .expect("emulator");
         let defaults = EmulatorConfig::default();
         let mut config = stackpath_client::Config::new(
             &emulator.base_url,

@@ -86,7 +86,15 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Outcome {
                     "Pod was active on the node longer than the specified deadline \
                      (activeDeadlineSeconds {secs})"
                 );
-                end(&pod, &ctx, &key, workload_id.as_deref(), reason::DEADLINE_EXCEEDED, &message).await
+                end(
+                    &pod,
+                    &ctx,
+                    &key,
+                    workload_id.as_deref(),
+                    reason::DEADLINE_EXCEEDED,
+                    &message,
+                )
+                .await
             }
         };
     }
@@ -176,7 +184,16 @@ async fn unprepared(
         Unprepared::Kube(e) => {
             let message =
                 format!("cannot read the pod or the ConfigMaps/Secrets it refers to: {e}");
-            transient(pod, ctx, key, t, reason::KUBERNETES_UNAVAILABLE, act, message).await
+            transient(
+                pod,
+                ctx,
+                key,
+                t,
+                reason::KUBERNETES_UNAVAILABLE,
+                act,
+                message,
+            )
+            .await
         }
         Unprepared::Daemon(message) => {
             transient(pod, ctx, key, t, reason::DAEMON_ERROR, act, message).await
@@ -193,13 +210,27 @@ async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Outcome {
         Err(why) => {
             return match unprepared(pod, ctx, key, t, action::CREATE, why).await {
                 Ok(outcome) => outcome,
-                Err(e) => fail(pod, ctx, key, reason::PROVIDER_FAILED, &rejection_message(&e)).await,
+                Err(e) => {
+                    fail(
+                        pod,
+                        ctx,
+                        key,
+                        reason::PROVIDER_FAILED,
+                        &rejection_message(&e),
+                    )
+                    .await
+                }
             };
         }
     };
     for w in &prepared.warnings {
         ctx.events
-            .warning(pod, reason::POLICY_WARNING, action::TRANSLATE, w.to_string())
+            .warning(
+                pod,
+                reason::POLICY_WARNING,
+                action::TRANSLATE,
+                w.to_string(),
+            )
             .await;
     }
     let identity = &prepared.identity;
@@ -456,14 +487,21 @@ async fn transient(
     act: &str,
     message: String,
 ) -> Outcome {
-    let (wait, first) = ctx.tracker.with(key, ctx.timing.fast, Tracked::transient_failure);
+    let (wait, first) = ctx
+        .tracker
+        .with(key, ctx.timing.fast, Tracked::transient_failure);
     tracing::info!(pod = key, retry_in = ?wait, "{message}");
     if first {
         ctx.events.warning(pod, why, act, message.clone()).await;
     }
     // A running workload's pod keeps its status; only a pod still waiting shows why.
-    if t.workload_id().is_none() {
-        write_status(pod, ctx, status::pending(pod, why, &message, &ctx.host_ip)).await?;
+    // The retry is already scheduled with back-off: a status the API server does not take now
+    // (often the same outage) is written by that retry, not by kube-runtime's error path.
+    if t.workload_id().is_none()
+        && let Err(e) =
+            write_status(pod, ctx, status::pending(pod, why, &message, &ctx.host_ip)).await
+    {
+        tracing::debug!(pod = key, error = %e, "the Pending status was not written; retrying");
     }
     Ok(Action::requeue(wait))
 }
@@ -636,6 +674,29 @@ mod tests {
         f.api.events().into_iter().map(|(r, _)| r).collect()
     }
 
+    /// Workloads StackPath still runs (bills): not being deleted.
+    async fn live(f: &Fixture) -> Vec<Workload> {
+        let mut ws = f.workloads().await;
+        ws.retain(|w| {
+            w.metadata
+                .as_ref()
+                .is_none_or(|m| m.delete_requested_at.is_none())
+        });
+        ws
+    }
+
+    /// Passes, a few milliseconds apart (as requeues would come), until `done` holds.
+    async fn passes_until(f: &Fixture, name: &str, done: impl Fn(&Fixture) -> bool) {
+        for _ in 0..400 {
+            if done(f) {
+                return;
+            }
+            f.pass("default", name).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{name}: the expected state was not reached");
+    }
+
     fn by_slug<'a>(ws: &'a [Workload], slug: &str) -> Option<&'a Workload> {
         ws.iter().find(|w| w.slug.as_deref() == Some(slug))
     }
@@ -666,13 +727,22 @@ mod tests {
         let w = by_slug(&ws, "default-web").expect("workload");
         assert_eq!(image(w), "nginx:1");
         assert_eq!(
-            w.metadata.as_ref().unwrap().labels.get(LABEL_POD_NAME).map(String::as_str),
+            w.metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .get(LABEL_POD_NAME)
+                .map(String::as_str),
             Some("web")
         );
         assert_eq!(reasons(&f), [reason::CREATED]);
         let pod = f.api.pod("default", "web").unwrap();
         let conds = pod.status.unwrap().conditions.unwrap();
-        assert!(conds.iter().any(|c| c.type_ == status::CONDITION_WORKLOAD && c.status == "True"));
+        assert!(
+            conds
+                .iter()
+                .any(|c| c.type_ == status::CONDITION_WORKLOAD && c.status == "True")
+        );
         let t = f.ctx.tracker.get("default/web").unwrap();
         assert_eq!(t.workload_id(), w.id.as_deref());
         assert_eq!(t.instance_name(), Some("default-web-city-code-dfw-0"));
@@ -684,9 +754,11 @@ mod tests {
         let t = f.ctx.tracker.get("default/web").unwrap();
         assert!(t.has_instance());
         assert!(t.interval() > TIMING.fast, "settled after the change");
-        // Unchanged instance: nothing written, pace slows down.
-        f.pass("default", "web").await;
-        f.pass("default", "web").await;
+        // Unchanged instance: nothing written, pace slows down to the settled interval.
+        passes_until(&f, "web", |f| {
+            f.ctx.tracker.get("default/web").unwrap().interval() == TIMING.settled
+        })
+        .await;
         let writes = f
             .api
             .take_calls()
@@ -694,7 +766,6 @@ mod tests {
             .filter(|c| c.path.ends_with("/status"))
             .count();
         assert_eq!(writes, 0, "an unchanged instance writes no status");
-        assert_eq!(f.ctx.tracker.get("default/web").unwrap().interval(), TIMING.settled);
     }
 
     #[tokio::test]
@@ -761,11 +832,14 @@ mod tests {
     #[tokio::test]
     async fn a_new_pod_under_the_same_name_replaces_the_stale_workload() {
         let f = running("web").await;
-        let old = by_slug(&f.workloads().await, "default-web").unwrap().id.clone();
+        let old = by_slug(&f.workloads().await, "default-web")
+            .unwrap()
+            .id
+            .clone();
         // Force-deleted and created again: same name, new uid.
         f.api.put_pod(fixtures::pod("web", "u2", "nginx:1"));
-        assert_eq!(f.pass("default", "web").await, Action::requeue(Duration::ZERO));
-        assert!(f.ctx.tracker.get("default/web").is_none());
+        // The old workload is deleted and waited for (its slug is taken until it is gone).
+        passes_until(&f, "web", |f| f.ctx.tracker.get("default/web").is_none()).await;
         f.pass("default", "web").await;
         let ws = f.workloads().await;
         let new = by_slug(&ws, "default-web").expect("new workload");
@@ -777,9 +851,13 @@ mod tests {
     #[tokio::test]
     async fn a_workload_deleted_behind_our_back_fails_the_pod() {
         let f = running("web").await;
-        let id = by_slug(&f.workloads().await, "default-web").unwrap().id.clone().unwrap();
+        let id = by_slug(&f.workloads().await, "default-web")
+            .unwrap()
+            .id
+            .clone()
+            .unwrap();
         f.ctx.stackpath.delete_workload(&id).await.unwrap();
-        assert_eq!(f.pass("default", "web").await, Action::await_change());
+        passes_until(&f, "web", |f| phase(f, "web").as_deref() == Some("Failed")).await;
         let pod = f.api.pod("default", "web").unwrap();
         let st = pod.status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Failed"));
@@ -788,7 +866,7 @@ mod tests {
         assert_eq!(reasons(&f), [reason::WORKLOAD_DELETED]);
         // Nothing more happens: no new workload.
         assert_eq!(f.pass("default", "web").await, Action::await_change());
-        assert!(f.workloads().await.is_empty());
+        assert!(live(&f).await.is_empty());
     }
 
     #[tokio::test]
@@ -863,7 +941,11 @@ mod tests {
             .unwrap();
         assert_eq!(cond.status, "False");
         assert_eq!(cond.reason.as_deref(), Some(reason::STACKPATH_UNAVAILABLE));
-        assert_eq!(reasons(&f), [reason::STACKPATH_UNAVAILABLE], "one Event per outage");
+        assert_eq!(
+            reasons(&f),
+            [reason::STACKPATH_UNAVAILABLE],
+            "one Event per outage"
+        );
         f.emulator.set_faults(stackpath_emulator::Faults::default());
         f.pass("default", "web").await;
         assert_eq!(f.workloads().await.len(), 1);
@@ -882,8 +964,17 @@ mod tests {
         f.api.put_pod(fixtures::pod("web", "u1", "nginx:1"));
         let mut theirs = {
             f.pass("default", "web").await;
-            let w = by_slug(&f.workloads().await, "default-web").unwrap().clone();
-            f.ctx.stackpath.delete_workload(w.id.as_deref().unwrap()).await.unwrap();
+            let w = by_slug(&f.workloads().await, "default-web")
+                .unwrap()
+                .clone();
+            f.ctx
+                .stackpath
+                .delete_workload(w.id.as_deref().unwrap())
+                .await
+                .unwrap();
+            while !f.workloads().await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             w
         };
         theirs.id = None;
@@ -895,7 +986,11 @@ mod tests {
         assert_eq!(f.pass("default", "web").await, Action::await_change());
         let st = f.api.pod("default", "web").unwrap().status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Failed"));
-        assert!(st.message.unwrap().contains("belongs to another pod (default/someone-else)"));
+        assert!(
+            st.message
+                .unwrap()
+                .contains("belongs to another pod (default/someone-else)")
+        );
     }
 
     #[tokio::test]
@@ -913,7 +1008,11 @@ mod tests {
         f.pass("default", "web").await;
         assert_eq!(f.workloads().await.len(), 1);
         let calls = f.api.take_calls();
-        assert!(calls.iter().any(|c| c.path == "/api/v1/namespaces/default/secrets/creds"));
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.path == "/api/v1/namespaces/default/secrets/creds")
+        );
         // Neither Events nor status carry the value.
         for c in calls {
             assert!(!c.body.to_string().contains("s3cr3t"), "{}", c.path);
@@ -932,7 +1031,12 @@ mod tests {
         assert_eq!(f.pass("default", "agent-x").await, Action::await_change());
         let st = f.api.pod("default", "agent-x").unwrap().status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Pending"));
-        let cond = st.conditions.unwrap().into_iter().find(|c| c.type_ == status::CONDITION_WORKLOAD).unwrap();
+        let cond = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == status::CONDITION_WORKLOAD)
+            .unwrap();
         assert_eq!(cond.reason.as_deref(), Some(reason::DAEMONSET_POD_SKIPPED));
         assert!(cond.message.unwrap().contains("--daemonset-pods=run"));
         assert_eq!(reasons(&f), [reason::DAEMONSET_POD_SKIPPED]);
@@ -952,7 +1056,7 @@ mod tests {
         let st = f.api.pod("default", "web").unwrap().status.unwrap();
         assert_eq!(st.phase.as_deref(), Some("Failed"));
         assert_eq!(st.reason.as_deref(), Some(reason::DEADLINE_EXCEEDED));
-        assert!(f.workloads().await.is_empty(), "nothing left running or billing");
+        assert!(live(&f).await.is_empty(), "nothing left running or billing");
         assert_eq!(f.pass("default", "web").await, Action::await_change());
     }
 
@@ -962,12 +1066,18 @@ mod tests {
         let f = Fixture::with_emulator(|c| c.run_containers = true).await;
         let mut p = fixtures::pod("job", "u1", "busybox:1");
         p["spec"]["restartPolicy"] = restart.into();
-        p["spec"]["containers"][0]["command"] = json!(["/bin/sh", "-c", format!("echo done; exit {code}")]);
+        p["spec"]["containers"][0]["command"] =
+            json!(["/bin/sh", "-c", format!("echo done; exit {code}")]);
         f.api.put_pod(p);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             f.pass("default", "job").await;
-            let st = f.api.pod("default", "job").unwrap().status.unwrap_or_default();
+            let st = f
+                .api
+                .pod("default", "job")
+                .unwrap()
+                .status
+                .unwrap_or_default();
             if matches!(st.phase.as_deref(), Some("Succeeded" | "Failed")) {
                 return (f, st);
             }
@@ -978,7 +1088,13 @@ mod tests {
 
     fn exit_code(st: &PodStatus) -> i32 {
         let c = &st.container_statuses.as_ref().unwrap()[0];
-        c.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code
+        c.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code
     }
 
     #[tokio::test]
@@ -990,7 +1106,7 @@ mod tests {
         let t = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!(t.reason.as_deref(), Some("Completed"));
         assert!(t.finished_at.is_some());
-        assert!(f.workloads().await.is_empty(), "no workload left to bill");
+        assert!(live(&f).await.is_empty(), "no workload left to bill");
         assert!(reasons(&f).contains(&reason::COMPLETED.to_string()));
         assert_eq!(f.pass("default", "job").await, Action::await_change());
     }
@@ -1000,6 +1116,6 @@ mod tests {
         let (f, st) = job("Never", 3).await;
         assert_eq!(st.phase.as_deref(), Some("Failed"));
         assert_eq!(exit_code(&st), 3);
-        assert!(f.workloads().await.is_empty());
+        assert!(live(&f).await.is_empty(), "no workload left to bill");
     }
 }

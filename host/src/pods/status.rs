@@ -368,7 +368,10 @@ impl RestartPolicy {
 /// A container's last termination as StackPath reports it: the current state when the
 /// container is stopped or failed, else the termination before its latest restart.
 fn last_termination(s: &SpContainerStatus) -> Option<ContainerStateTerminated> {
-    let stopped = matches!(s.phase, Some(ContainerPhase::Failed | ContainerPhase::Stopped));
+    let stopped = matches!(
+        s.phase,
+        Some(ContainerPhase::Failed | ContainerPhase::Stopped)
+    );
     let restarted = s.restart_count.unwrap_or(0) > 0;
     if !stopped && !restarted {
         return None;

@@ -21,7 +21,8 @@ pub struct Tracked {
     instance_name: Option<String>,
     /// Container images the workload was created or last updated with, by container.
     images: Vec<(String, String)>,
-    next_poll: Instant,
+    /// When to poll next; `None`: due now (never polled).
+    next_poll: Option<Instant>,
     interval: Duration,
     /// The pod was failed by us (rejected, workload deleted behind our back): nothing more to do.
     finished: bool,
@@ -55,7 +56,8 @@ impl Tracked {
     pub fn images(&self) -> &[(String, String)] {
         &self.images
     }
-    pub fn next_poll(&self) -> Instant {
+    /// When the next poll is due; `None`: now.
+    pub fn next_poll(&self) -> Option<Instant> {
         self.next_poll
     }
     /// The current poll pace.
@@ -99,7 +101,7 @@ impl Tracked {
             workload_id: None,
             instance_name: None,
             images: Vec::new(),
-            next_poll: Instant::now(),
+            next_poll: None,
             interval: fast,
             finished: false,
             transient_reported: false,
@@ -136,7 +138,7 @@ impl Tracked {
         self.images = images;
         self.instance_name = instance_name;
         self.interval = fast;
-        self.next_poll = now + fast;
+        self.next_poll = Some(now + fast);
         self.failures = 0;
         self.transient_reported = false;
     }
@@ -146,7 +148,7 @@ impl Tracked {
     pub fn updated(&mut self, images: Vec<(String, String)>, fast: Duration, now: Instant) {
         self.images = images;
         self.interval = fast;
-        self.next_poll = now + fast;
+        self.next_poll = Some(now + fast);
     }
 
     /// An update the pod asked for will not be made (refused by the policy or StackPath).
@@ -157,7 +159,7 @@ impl Tracked {
     /// A settled pod's poll is put off while the rate limit is exhausted.
     pub fn deferred(&mut self, since: Instant, until: Instant) {
         self.deferred_since = Some(since);
-        self.next_poll = until;
+        self.next_poll = Some(until);
     }
 
     /// StackPath answered a poll: poll again after `wait`, at pace `interval`.
@@ -169,7 +171,7 @@ impl Tracked {
         has_instance: bool,
     ) {
         self.interval = interval;
-        self.next_poll = next_poll;
+        self.next_poll = Some(next_poll);
         self.failures = 0;
         self.deferred_since = None;
         self.has_instance = has_instance;
@@ -182,7 +184,7 @@ impl Tracked {
     pub fn poll_failed(&mut self, now: Instant) -> Duration {
         let wait = backoff(self.failures);
         self.failures += 1;
-        self.next_poll = now + wait;
+        self.next_poll = Some(now + wait);
         wait
     }
 

@@ -218,7 +218,11 @@ impl PolicyEngine {
     }
 
     /// Runs the policy on one pod and validates what it returns.
-    pub fn translate(&self, pod_json: &str, ctx: &CallContext) -> Result<PolicyOutput, PolicyError> {
+    pub fn translate(
+        &self,
+        pod_json: &str,
+        ctx: &CallContext,
+    ) -> Result<PolicyOutput, PolicyError> {
         let wit_ctx = self.wit_context(ctx)?;
         let result = self.call(|store, policy| policy.call_translate(store, pod_json, &wit_ctx))?;
         match result {
