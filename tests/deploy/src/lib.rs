@@ -91,6 +91,10 @@ pub struct Workspace {
 /// lands in `binaryData` as a real policy does).
 pub const STAND_IN_POLICY: &[u8] = b"\0asm\x0d\0\x01\0\xff\xfe stand-in policy";
 
+/// A stand-in console host key (a throwaway ed25519 key), in known_hosts format.
+pub const STAND_IN_KNOWN_HOSTS: &str = "[container-console.edgeengine.io]:9600 ssh-ed25519 \
+    AAAAC3NzaC1lZDI1NTE5AAAAIATPqWfKYbcaVNIQRZi9+qdSGkKPNJ8d5FLtkXRb4iv3\n";
+
 impl Workspace {
     pub fn new() -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|source| Error::Io {
@@ -100,12 +104,17 @@ impl Workspace {
         })?;
         copy_tree(&deploy_dir(), &dir.path().join("deploy"))?;
         let ws = Workspace { dir };
-        // Each city's credentials.env comes from its committed example.
+        // Each city's credentials.env comes from its committed example; its console host
+        // key is a stand-in (the operator's comes from ssh-keyscan).
         for city in cities()? {
             let overlay = ws.deploy().join("overlays").join(&city);
             copy_file(
                 &overlay.join("credentials.env.example"),
                 &overlay.join("credentials.env"),
+            )?;
+            write(
+                &overlay.join("console-known-hosts"),
+                STAND_IN_KNOWN_HOSTS.as_bytes(),
             )?;
         }
         for example in std::fs::read_dir(ws.deploy().join("examples"))
@@ -235,7 +244,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let target = to.join(&name);
         if path.is_dir() {
             copy_tree(&path, &target)?;
-        } else if name != "credentials.env" && !name.to_string_lossy().ends_with(".wasm") {
+        } else if name != "credentials.env"
+            && name != "console-known-hosts"
+            && !name.to_string_lossy().ends_with(".wasm")
+        {
             copy_file(&path, &target)?;
         }
     }

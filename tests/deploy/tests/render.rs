@@ -316,3 +316,145 @@ fn operator_files_are_git_ignored() {
         }
     }
 }
+
+/// The mount (path, volume) holding `file`, and that volume.
+fn volume_of<'a>(d: &'a Value, file: &str) -> Option<&'a Value> {
+    let pod = &d["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|p| file.starts_with(&format!("{p}/")))
+        })?;
+    pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+}
+
+fn arg_value<'a>(d: &'a Value, flag: &str) -> Option<&'a str> {
+    d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+/// `kubectl exec` works out of the box: every overlay pins the console host key from a
+/// ConfigMap it generates, mounted where --console-known-hosts points.
+#[test]
+fn every_overlay_ships_the_console_host_key() {
+    let ws = Workspace::new().expect("copying deploy/");
+    // The base alone (".") generates nothing; every installable kustomization does.
+    for k in kustomizations()
+        .expect("listing deploy/")
+        .into_iter()
+        .skip(1)
+    {
+        let objects = ws.render(&k).unwrap_or_else(|e| panic!("{e}"));
+        let d = of_kind(&objects, "Deployment")[0];
+        let file = arg_value(d, "--console-known-hosts")
+            .unwrap_or_else(|| panic!("{k}: no --console-known-hosts"));
+        let volume = volume_of(d, file).unwrap_or_else(|| panic!("{k}: {file} is not mounted"));
+        let cm = volume["configMap"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k}: {file} is not from a ConfigMap"));
+        assert_eq!(
+            volume["configMap"]["optional"],
+            Value::Null,
+            "{k}: required"
+        );
+        let rendered = of_kind(&objects, "ConfigMap")
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == cm)
+            .unwrap_or_else(|| panic!("{k}: ConfigMap {cm} is not generated"));
+        assert!(
+            rendered["data"]["known_hosts"]
+                .as_str()
+                .is_some_and(|t| t.contains("ssh-ed25519")),
+            "{k}: ConfigMap {cm} holds no known_hosts"
+        );
+        assert!(
+            !strs(&d["spec"]["template"]["spec"]["containers"][0]["args"])
+                .contains(&"--insecure-console-host-key"),
+            "{k}: the console host key must be checked"
+        );
+    }
+}
+
+/// The CSR self-approver: the flag, and a grant that reaches only the kubelet-serving signer.
+#[test]
+fn the_csr_approver_component_grants_only_the_serving_signer() {
+    let ws = Workspace::new().expect("copying deploy/");
+    let objects = ws.render("examples/csr-approver").expect("renders");
+    let d = of_kind(&objects, "Deployment")[0];
+    assert!(
+        strs(&d["spec"]["template"]["spec"]["containers"][0]["args"])
+            .contains(&"--approve-own-serving-csr")
+    );
+    let role = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "vk-stackpath-serving-csr-approver")
+        .expect("the approver's ClusterRole");
+    let rules = role["rules"].as_array().expect("rules");
+    let signers = rules
+        .iter()
+        .find(|r| strs(&r["resources"]) == ["signers"])
+        .expect("a signers rule");
+    assert_eq!(
+        strs(&signers["resourceNames"]),
+        ["kubernetes.io/kubelet-serving"]
+    );
+    assert_eq!(strs(&signers["verbs"]), ["approve"]);
+    for r in rules {
+        assert!(
+            !strs(&r["verbs"])
+                .iter()
+                .any(|v| ["create", "delete", "patch"].contains(v)),
+            "the approver role only approves: {r}"
+        );
+    }
+    let bound = of_kind(&objects, "ClusterRoleBinding")
+        .into_iter()
+        .any(|b| {
+            b["roleRef"]["name"] == role["metadata"]["name"]
+                && b["subjects"][0]["name"] == "vk-stackpath"
+        });
+    assert!(
+        bound,
+        "the approver role is bound to the daemon's ServiceAccount"
+    );
+    // The default overlay does not approve anything.
+    let dfw = ws.render("overlays/dfw").expect("renders");
+    assert!(
+        !strs(&of_kind(&dfw, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"])
+            .contains(&"--approve-own-serving-csr")
+    );
+}
+
+/// cert-manager: the Certificate's Secret is mounted where the cert and key flags point.
+#[test]
+fn the_cert_manager_component_mounts_what_the_certificate_issues() {
+    let ws = Workspace::new().expect("copying deploy/");
+    let objects = ws.render("examples/cert-manager").expect("renders");
+    let cert = of_kind(&objects, "Certificate")[0];
+    let secret = cert["spec"]["secretName"].as_str().expect("secretName");
+    let d = of_kind(&objects, "Deployment")[0];
+    for (flag, file) in [
+        ("--tls-cert-file", "tls.crt"),
+        ("--tls-private-key-file", "tls.key"),
+    ] {
+        let path = arg_value(d, flag).unwrap_or_else(|| panic!("{flag} missing"));
+        assert!(path.ends_with(&format!("/{file}")), "{flag}={path}");
+        let volume = volume_of(d, path).unwrap_or_else(|| panic!("{path} is not mounted"));
+        assert_eq!(volume["secret"]["secretName"], secret, "{flag}");
+    }
+    assert_eq!(
+        cert["metadata"]["namespace"], d["metadata"]["namespace"],
+        "the Secret is issued in the daemon's namespace"
+    );
+    let names = strs(&cert["spec"]["dnsNames"]);
+    assert!(names.contains(&"stackpath-edge-provider-dfw"), "{names:?}");
+}
