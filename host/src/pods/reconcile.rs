@@ -233,6 +233,17 @@ async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Outcome {
             )
             .await;
     }
+    // As the kubelet does when it starts the containers: one Event per source.
+    for skipped in &prepared.invalid_env_names {
+        ctx.events
+            .warning(
+                pod,
+                resolve::InvalidEnvNames::REASON,
+                action::CREATE,
+                skipped.message(),
+            )
+            .await;
+    }
     let identity = &prepared.identity;
     let slug = prepared.workload.slug.clone().unwrap_or_default();
     match ctx.stackpath.create_workload(&prepared.workload).await {
@@ -990,6 +1001,39 @@ mod tests {
             st.message
                 .unwrap()
                 .contains("belongs to another pod (default/someone-else)")
+        );
+    }
+
+    #[tokio::test]
+    async fn env_from_keys_that_are_not_variable_names_are_skipped_with_the_kubelets_event() {
+        let f = Fixture::new().await;
+        f.api.put_object(
+            "configmaps",
+            json!({"metadata": {"name": "settings", "namespace": "default"},
+                   "data": {"MODE": "fast", "log.level": "debug"}}),
+        );
+        let mut p = fixtures::pod("web", "u1", "nginx:1");
+        // Kubernetes 1.34 accepts any printable name without `=` (relaxed validation): a
+        // prefix with `=` makes every key of that source invalid.
+        p["spec"]["containers"][0]["envFrom"] = json!([
+            {"configMapRef": {"name": "settings"}, "prefix": "OLD="},
+            {"configMapRef": {"name": "settings"}}
+        ]);
+        f.api.put_pod(p);
+        f.pass("default", "web").await;
+        let ws = f.workloads().await;
+        let env = &ws[0].spec.as_ref().unwrap().containers["app"].env;
+        assert!(env.contains_key("MODE") && env.contains_key("log.level"), "{env:?}");
+        assert!(!env.keys().any(|k| k.contains('=')), "{env:?}");
+        let events = f.api.events();
+        let (_, message) = events
+            .iter()
+            .find(|(r, _)| r == resolve::InvalidEnvNames::REASON)
+            .expect("an InvalidEnvironmentVariableNames Event");
+        assert_eq!(
+            message,
+            "Keys [OLD=MODE, OLD=log.level] from the EnvFrom configMap default/settings were skipped since they \
+             are considered invalid environment variable names."
         );
     }
 
