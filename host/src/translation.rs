@@ -31,6 +31,8 @@ pub struct PreparedWorkload {
     /// `envFrom` keys skipped as invalid variable names: each is a Warning Event with reason
     /// [`InvalidEnvNames::REASON`] and [`InvalidEnvNames::message`], as the kubelet records it.
     pub invalid_env_names: Vec<InvalidEnvNames>,
+    /// The ConfigMaps and Secrets it was made from, to see when they change.
+    pub config: resolve::Fingerprints,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,7 @@ pub fn translate(
         warnings,
         identity,
         invalid_env_names,
+        config: objects.fingerprints(),
     })
 }
 

@@ -175,7 +175,8 @@ pub fn next_step(pod: &Pod, tracked: Option<&Tracked>, clock: Clock) -> Step {
             Step::Create
         };
     };
-    if !t.images().is_empty() && t.images() != images(pod) {
+    let images_changed = !t.images().is_empty() && t.images() != images(pod);
+    if images_changed || !t.config_changed().is_empty() {
         return Step::Update {
             workload_id: workload_id.to_owned(),
         };

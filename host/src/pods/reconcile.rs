@@ -260,8 +260,10 @@ async fn create(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> Outcome {
             let instance = identity.instance_name().ok();
             let fast = ctx.timing.fast;
             let images = decide::images(pod);
+            let config = prepared.config.clone();
             ctx.tracker.with(key, fast, |t| {
-                t.created(id.clone(), images, instance, fast, Instant::now())
+                t.created(id.clone(), images, instance, fast, Instant::now());
+                t.config_applied(config, Instant::now());
             });
             ctx.events
                 .normal(
@@ -313,23 +315,29 @@ async fn update(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Trac
     };
     let mut workload = prepared.workload;
     workload.id = Some(workload_id.to_owned());
+    let config = prepared.config;
     match ctx.stackpath.update_workload(workload_id, &workload).await {
         Ok(_) => {
             let images = decide::images(pod);
-            let note = images
-                .iter()
-                .map(|(c, i)| format!("{c}={i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            ctx.tracker
-                .with(key, fast, |t| t.updated(images, fast, Instant::now()));
-            ctx.events
-                .normal(
-                    pod,
-                    reason::UPDATED,
-                    action::UPDATE,
-                    format!("updated the workload's images: {note}"),
+            let message = if t.config_changed().is_empty() {
+                let note = images
+                    .iter()
+                    .map(|(c, i)| format!("{c}={i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("updated the workload's images: {note}")
+            } else {
+                format!(
+                    "updated the workload: {} changed",
+                    t.config_changed().join(", ")
                 )
+            };
+            ctx.tracker.with(key, fast, |t| {
+                t.updated(images, fast, Instant::now());
+                t.config_applied(config, Instant::now());
+            });
+            ctx.events
+                .normal(pod, reason::UPDATED, action::UPDATE, message)
                 .await;
             Ok(Action::requeue(fast))
         }
@@ -384,6 +392,10 @@ async fn poll(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Tracke
     ctx.tracker.with(key, fast, |t| {
         t.polled(interval, Instant::now() + wait, name, has_instance)
     });
+    if settled && !terminal_now && config_changed(pod, ctx, key, t).await {
+        // The next pass updates the workload (decide sees the change).
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     if terminal_now && decide::is_terminal(pod) {
         // Nothing changes after a terminal phase; the pod's deletion wakes us.
         return Ok(Action::await_change());
@@ -629,6 +641,35 @@ async fn delete(
         }
         Deletion::RemovePod => remove_pod(pod, ctx, key).await.map(Some),
     }
+}
+
+/// Whether the ConfigMaps and Secrets the running workload was made from changed (env values,
+/// config volume files): compared at most once per settled interval, by reading them (the
+/// daemon may not list or watch Secrets: least privilege), as a kubelet refreshes its volumes.
+async fn config_changed(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> bool {
+    let now = Instant::now();
+    let due = t
+        .config_checked()
+        .is_none_or(|at| now.duration_since(at) >= ctx.timing.settled);
+    if !due || resolve::references(pod).is_empty() {
+        return false;
+    }
+    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(pod = key, error = %e, "reading the pod's ConfigMaps/Secrets failed; next time");
+            return false;
+        }
+    };
+    let fast = ctx.timing.fast;
+    let changed = ctx.tracker.with(key, fast, |t| {
+        t.config_compared(objects.fingerprints(), now);
+        t.config_changed().to_vec()
+    });
+    if !changed.is_empty() {
+        tracing::info!(pod = key, changed = ?changed, "the pod's ConfigMaps/Secrets changed; updating its workload");
+    }
+    !changed.is_empty()
 }
 
 /// Removes the pod object (its workload is gone) and forgets it.
@@ -1023,7 +1064,10 @@ mod tests {
         f.pass("default", "web").await;
         let ws = f.workloads().await;
         let env = &ws[0].spec.as_ref().unwrap().containers["app"].env;
-        assert!(env.contains_key("MODE") && env.contains_key("log.level"), "{env:?}");
+        assert!(
+            env.contains_key("MODE") && env.contains_key("log.level"),
+            "{env:?}"
+        );
         assert!(!env.keys().any(|k| k.contains('=')), "{env:?}");
         let events = f.api.events();
         let (_, message) = events
@@ -1035,6 +1079,48 @@ mod tests {
             "Keys [OLD=MODE, OLD=log.level] from the EnvFrom configMap default/settings were skipped since they \
              are considered invalid environment variable names."
         );
+    }
+
+    #[tokio::test]
+    async fn a_changed_config_map_updates_the_running_workload_with_an_event() {
+        let f = Fixture::new().await;
+        let settings = |mode: &str| {
+            json!({"metadata": {"name": "settings", "namespace": "default"},
+                   "data": {"MODE": mode}})
+        };
+        f.api.put_object("configmaps", settings("slow"));
+        let mut p = fixtures::pod("web", "u1", "nginx:1");
+        p["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "settings"}}]);
+        f.api.put_pod(p);
+        let mode = |ws: &[Workload]| {
+            ws[0].spec.as_ref().unwrap().containers["app"].env["MODE"]
+                .value
+                .clone()
+        };
+        passes_until(&f, "web", |f| phase(f, "web").as_deref() == Some("Running")).await;
+        assert_eq!(mode(&f.workloads().await).as_deref(), Some("slow"));
+        // Unchanged: no update however long it runs.
+        for _ in 0..5 {
+            f.pass("default", "web").await;
+            tokio::time::sleep(TIMING.settled / 2).await;
+        }
+        assert_eq!(reasons(&f), [reason::CREATED]);
+        f.api.put_object("configmaps", settings("fast"));
+        passes_until(&f, "web", |f| reasons(f).len() > 1).await;
+        assert_eq!(mode(&f.workloads().await).as_deref(), Some("fast"));
+        let events = f.api.events();
+        assert_eq!(events[1].0, reason::UPDATED);
+        assert!(
+            events[1].1.contains("configMap/settings changed"),
+            "{}",
+            events[1].1
+        );
+        // Applied once.
+        for _ in 0..5 {
+            f.pass("default", "web").await;
+            tokio::time::sleep(TIMING.settled / 2).await;
+        }
+        assert_eq!(reasons(&f).len(), 2, "{:?}", reasons(&f));
     }
 
     #[tokio::test]

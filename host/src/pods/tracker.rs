@@ -12,6 +12,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::resolve::Fingerprints;
+
 /// Per-pod memory. Keyed by `namespace/name`. Read through its accessors, changed only
 /// through its transitions (below), each named for what happened to the pod.
 #[derive(Debug, Clone)]
@@ -36,6 +38,12 @@ pub struct Tracked {
     deleting_since: Option<Instant>,
     /// The instance is running (for the kubelet API: logs and exec need an instance).
     has_instance: bool,
+    /// The ConfigMaps and Secrets the workload was made from (`None`: unknown, adopted).
+    config: Option<Fingerprints>,
+    /// When they were last compared with the API server's.
+    config_checked: Option<Instant>,
+    /// Those that changed since the workload was made: it must be updated.
+    config_changed: Vec<String>,
 }
 
 /// Read access.
@@ -82,6 +90,17 @@ impl Tracked {
     pub fn has_instance(&self) -> bool {
         self.has_instance
     }
+    /// The ConfigMaps and Secrets the workload was made from, when known.
+    pub fn config(&self) -> Option<&Fingerprints> {
+        self.config.as_ref()
+    }
+    pub fn config_checked(&self) -> Option<Instant> {
+        self.config_checked
+    }
+    /// Objects (`configMap/<name>`, `secret/<name>`) changed since the workload was made.
+    pub fn config_changed(&self) -> &[String] {
+        &self.config_changed
+    }
 }
 
 /// Consecutive failures double the wait, up to this.
@@ -109,6 +128,9 @@ impl Tracked {
             deferred_since: None,
             deleting_since: None,
             has_instance: false,
+            config: None,
+            config_checked: None,
+            config_changed: Vec::new(),
         }
     }
 
@@ -154,6 +176,33 @@ impl Tracked {
     /// An update the pod asked for will not be made (refused by the policy or StackPath).
     pub fn update_refused(&mut self, images: Vec<(String, String)>) {
         self.images = images;
+        self.config_changed.clear();
+    }
+
+    /// The workload was made (created or updated) from these ConfigMaps and Secrets.
+    pub fn config_applied(&mut self, config: Fingerprints, now: Instant) {
+        self.config = Some(config);
+        self.config_checked = Some(now);
+        self.config_changed.clear();
+    }
+
+    /// The ConfigMaps and Secrets were compared with the API server's at `now`: `current` is
+    /// what it holds. Changes are remembered until an update (or its refusal) takes them.
+    pub fn config_compared(&mut self, current: Fingerprints, now: Instant) {
+        self.config_checked = Some(now);
+        let Some(before) = &self.config else {
+            // Adopted: what the workload was made from is unknown; from now on it is this.
+            self.config = Some(current);
+            return;
+        };
+        let names: std::collections::BTreeSet<&String> =
+            before.keys().chain(current.keys()).collect();
+        self.config_changed = names
+            .into_iter()
+            .filter(|n| before.get(*n) != current.get(*n))
+            .cloned()
+            .collect();
+        self.config = Some(current);
     }
 
     /// A settled pod's poll is put off while the rate limit is exhausted.

@@ -47,6 +47,33 @@ pub struct Objects {
     pub secrets: BTreeMap<String, K8sSecret>,
 }
 
+/// A content hash per referenced object (`configMap/<name>`, `secret/<name>`), to tell when a
+/// running workload's inputs changed. Absent objects (optional references) have none. The
+/// hash stays in memory; it is not a way to read Secret content back.
+pub type Fingerprints = BTreeMap<String, u64>;
+
+impl Objects {
+    pub fn fingerprints(&self) -> Fingerprints {
+        use std::hash::{Hash, Hasher};
+        // JSON of ordered maps: the same content always hashes the same.
+        let hash = |content: String| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            content.hash(&mut h);
+            h.finish()
+        };
+        let mut out = Fingerprints::new();
+        for (name, cm) in &self.config_maps {
+            let content = serde_json::to_string(&(&cm.data, &cm.binary_data)).unwrap_or_default();
+            out.insert(format!("configMap/{name}"), hash(content));
+        }
+        for (name, s) in &self.secrets {
+            let content = serde_json::to_string(&(&s.data, &s.string_data)).unwrap_or_default();
+            out.insert(format!("secret/{name}"), hash(content));
+        }
+        out
+    }
+}
+
 /// What the host knows besides the pod and its objects.
 #[derive(Debug, Clone)]
 pub struct ResolveSettings {
