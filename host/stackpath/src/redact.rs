@@ -218,6 +218,8 @@ mod tests {
             after in "[ -~]{0,50}",
             which in 0usize..4,
         ) {
+            // A secret made only of `*` reads as the mask itself and is left (see `new`).
+            prop_assume!(secret.chars().any(|c| c != '*'));
             let r = Redactor::new([secret.as_str()]);
             let json = serde_json::to_string(&secret).unwrap();
             let shown = match which {

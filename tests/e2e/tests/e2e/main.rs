@@ -9,6 +9,7 @@ mod lifecycle;
 mod node_lease;
 mod policy_diff;
 mod restart;
+mod zoo;
 
 /// Every test ends with this: nothing the daemon needed was refused by its RBAC.
 pub fn assert_no_forbidden(log: &str) {
