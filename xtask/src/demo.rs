@@ -216,9 +216,13 @@ pub fn demo(args: &[String]) -> Result<(), String> {
     );
 
     say(
-        "starting vk-stackpath run (identity: ServiceAccount vk-stackpath, RBAC deploy/base/rbac.yaml)",
+        "starting vk-stackpath run (identity: ServiceAccount vk-stackpath, RBAC deploy/base/rbac.yaml and deploy/overlays/dfw/node-rbac.yaml)",
     );
     let node = "stackpath-edge-provider-dfw";
+    // As `kubectl apply -k deploy/overlays/dfw` would: rights on this node only, by name.
+    runtime
+        .block_on(cluster.grant_node(node))
+        .map_err(|e| format!("granting the daemon its node: {e}"))?;
     let kubelet_port = free_port()?;
     let metrics_port = free_port()?;
     let log_path = demo_dir.join("vk-stackpath.log");

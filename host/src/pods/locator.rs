@@ -8,6 +8,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use vk_kubelet::{ContainerLocation, LocateError, PodLocator};
 
 use super::context::Context;
+use super::status;
 use super::tracker;
 
 pub struct Locator {
@@ -32,19 +33,27 @@ impl PodLocator for Locator {
             .ok_or_else(not_found)?;
         let spec = p.spec.as_ref().ok_or_else(not_found)?;
         let init = spec.init_containers.as_deref().unwrap_or_default();
-        if init.iter().any(|c| c.name == container) {
-            return Err(LocateError::InitContainer {
-                namespace: namespace.to_owned(),
-                pod: pod.to_owned(),
-                container: container.to_owned(),
-            });
-        }
-        if !spec.containers.iter().any(|c| c.name == container) {
+        // Native sidecars run at StackPath as containers, under their own names.
+        let sidecars = init.iter().filter(|c| status::is_sidecar(c));
+        let running: Vec<&str> = spec
+            .containers
+            .iter()
+            .chain(sidecars)
+            .map(|c| c.name.as_str())
+            .collect();
+        if !running.contains(&container) {
+            if init.iter().any(|c| c.name == container) {
+                return Err(LocateError::InitContainer {
+                    namespace: namespace.to_owned(),
+                    pod: pod.to_owned(),
+                    container: container.to_owned(),
+                });
+            }
             return Err(LocateError::NoSuchContainer {
                 namespace: namespace.to_owned(),
                 pod: pod.to_owned(),
                 container: container.to_owned(),
-                valid: spec.containers.iter().map(|c| c.name.clone()).collect(),
+                valid: running.iter().map(|&n| n.to_owned()).collect(),
             });
         }
         let t = self

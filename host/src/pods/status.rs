@@ -162,6 +162,12 @@ fn container_statuses(
         .collect()
 }
 
+/// An init container with `restartPolicy: Always` (a native sidecar): it runs beside the app
+/// containers for the pod's life.
+pub fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
 fn names_images(cs: &[k8s_openapi::api::core::v1::Container]) -> Vec<(String, String)> {
     cs.iter()
         .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
@@ -180,17 +186,28 @@ pub fn from_instance(pod: &Pod, instance: Option<&Instance>, host_ip: &str) -> P
             .map(|i| i.container_statuses.as_slice())
             .unwrap_or_default(),
     );
-    let init = container_statuses(
-        &names_images(spec.init_containers.as_deref().unwrap_or_default()),
-        instance
-            .map(|i| i.init_container_statuses.as_slice())
-            .unwrap_or_default(),
-    );
-    let init_done = init.iter().all(|c| {
-        c.state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .is_some_and(|t| t.exit_code == 0)
+    // A native sidecar runs as a StackPath container, so its status is among the containers';
+    // Kubernetes reports it with the init containers (names are unique across both lists).
+    let sp_init: Vec<SpContainerStatus> = instance
+        .map(|i| {
+            i.init_container_statuses
+                .iter()
+                .chain(&i.container_statuses)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    let init = container_statuses(&names_images(init_containers), &sp_init);
+    let init_done = init.iter().zip(init_containers).all(|(c, spec)| {
+        let state = c.state.as_ref();
+        if is_sidecar(spec) {
+            state.is_some_and(|s| s.running.is_some())
+        } else {
+            state
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        }
     }) || phase == "Running"
         || phase == "Succeeded";
     let all_ready = phase == "Running" && !main.is_empty() && main.iter().all(|c| c.ready);
@@ -537,6 +554,34 @@ mod tests {
             }],
             ..Instance::default()
         }
+    }
+
+    #[test]
+    fn a_native_sidecar_is_reported_with_the_init_containers_from_its_stackpath_container() {
+        let mut p = pod();
+        p.spec.as_mut().unwrap().init_containers =
+            Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "proxy", "image": "envoy", "restartPolicy": "Always"}),
+        )
+        .unwrap()]);
+        let mut i = running();
+        let mut proxy = i.container_statuses[0].clone();
+        proxy.name = Some("proxy".into());
+        i.container_statuses.push(proxy);
+        let s = from_instance(&p, Some(&i), "192.0.2.1");
+        let init = s.init_container_statuses.as_ref().unwrap();
+        assert_eq!(init[0].name, "proxy");
+        assert!(
+            init[0].state.as_ref().unwrap().running.is_some(),
+            "{init:?}"
+        );
+        assert_eq!(s.container_statuses.as_ref().unwrap().len(), 1);
+        let initialized = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Initialized");
+        assert_eq!(initialized.unwrap().status, "True");
     }
 
     #[test]

@@ -331,6 +331,12 @@ impl Cluster {
         client_from(&self.daemon_kubeconfig()).await
     }
 
+    /// Lets the daemon's identity read and patch `node` and renew its Lease, as the overlay
+    /// of a city grants for its own node (`deploy/overlays/*/node-rbac.yaml`).
+    pub async fn grant_node(&self, node: &str) -> Result<()> {
+        identities::grant_node(&self.admin_client().await?, node).await
+    }
+
     /// A fresh namespace for one test (`t-<random>`), created as admin.
     pub async fn new_namespace(&self) -> Result<String> {
         let client = self.admin_client().await?;

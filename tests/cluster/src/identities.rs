@@ -82,6 +82,21 @@ pub async fn apply_text(client: &Client, text: &str, origin: &Path) -> Result<()
     Ok(())
 }
 
+/// The node whose rights `deploy/overlays/dfw/node-rbac.yaml` grants by name.
+const SHIPPED_NODE: &str = "stackpath-edge-provider-dfw";
+
+/// Grants the daemon's ServiceAccount the rights on `node` (its Node and node Lease, by name)
+/// that an overlay grants on its own node: the shipped file with the node name replaced.
+pub async fn grant_node(client: &Client, node: &str) -> Result<()> {
+    let path = paths::workspace_root()
+        .join("deploy")
+        .join("overlays")
+        .join("dfw")
+        .join("node-rbac.yaml");
+    let text = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+    apply_text(client, &text.replace(SHIPPED_NODE, node), &path).await
+}
+
 /// Applies deploy/base and returns a token for the daemon's ServiceAccount.
 pub async fn install_daemon_identity(client: &Client, token_seconds: i64) -> Result<String> {
     for m in manifests() {

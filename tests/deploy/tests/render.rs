@@ -458,3 +458,60 @@ fn the_cert_manager_component_mounts_what_the_certificate_issues() {
     let names = strs(&cert["spec"]["dnsNames"]);
     assert!(names.contains(&"stackpath-edge-provider-dfw"), "{names:?}");
 }
+
+/// Node and Lease writes are granted only for the overlay's own node (its VK_NODE_NAME); what
+/// the base grants on them without a name is `create` alone (RBAC cannot name a create).
+#[test]
+fn node_and_lease_rights_name_the_overlays_own_node() {
+    let ws = Workspace::new().expect("copying deploy/");
+    for city in cities().expect("listing overlays") {
+        let node = format!("stackpath-edge-provider-{city}");
+        let objects = ws
+            .render(&format!("overlays/{city}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let d = of_kind(&objects, "Deployment")[0];
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env");
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "VK_NODE_NAME" && e["value"] == node.as_str()),
+            "{city}: VK_NODE_NAME is {node}"
+        );
+        let mut named = 0;
+        for r in of_kind(&objects, "ClusterRole")
+            .into_iter()
+            .chain(of_kind(&objects, "Role"))
+        {
+            for rule in r["rules"].as_array().into_iter().flatten() {
+                let resources = strs(&rule["resources"]);
+                if !resources
+                    .iter()
+                    .any(|res| ["nodes", "nodes/status", "leases"].contains(res))
+                {
+                    continue;
+                }
+                let in_node_lease = r["metadata"]["namespace"] == "kube-node-lease";
+                if resources.contains(&"leases") && !in_node_lease && r["kind"] == "Role" {
+                    continue; // leader election, in the daemon's own namespace
+                }
+                let names = strs(&rule["resourceNames"]);
+                if names.is_empty() {
+                    assert_eq!(
+                        strs(&rule["verbs"]),
+                        ["create"],
+                        "{city}: {} grants more than create on {resources:?} without a name",
+                        id(r)
+                    );
+                } else {
+                    assert_eq!(names, [node.as_str()], "{city}: {}", id(r));
+                    named += 1;
+                }
+            }
+        }
+        assert_eq!(
+            named, 3,
+            "{city}: nodes, nodes/status and the lease, by name"
+        );
+    }
+}

@@ -246,6 +246,7 @@ impl Env {
         node: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> Result<Daemon> {
+        self.cluster.grant_node(node).await?;
         let (mut cmd, metrics) = self.daemon_command(node);
         adjust(&mut cmd);
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);

@@ -29,6 +29,19 @@ pub(crate) fn is_slug(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// A Kubernetes container name (RFC 1123 label: a leading digit is allowed). StackPath's spec
+/// sets no rule for container names; its Go provider passes Kubernetes' names through, so
+/// StackPath accepts at least these.
+fn is_container_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[b.len() - 1] != b'-'
+}
+
 fn push(v: &mut Vec<Violation>, field: impl Into<String>, description: impl Into<String>) {
     v.push(Violation {
         field: field.into(),
@@ -183,7 +196,7 @@ pub(crate) fn workload(workload: &Value, cities: &[String]) -> Result<Value, Api
 
 fn container(v: &mut Vec<Violation>, kind: &str, name: &str, c: &Value, claims: &HashSet<&str>) {
     let f = format!("workload.spec.{kind}.{name}");
-    if !is_slug(name) {
+    if !is_container_name(name) {
         push(
             v,
             f.clone(),

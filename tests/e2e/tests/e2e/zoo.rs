@@ -74,7 +74,6 @@ async fn logs_contain(env: &Env, args: &[&str], want: &[&str]) -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "written, not yet run green against the control plane; run with --ignored"]
 async fn the_workload_zoo_runs_as_its_users_expect() -> anyhow::Result<()> {
     let env = Env::start_with(
         "zoo",
