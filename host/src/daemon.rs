@@ -311,15 +311,38 @@ async fn act(
         metrics: metrics.clone(),
         daemonset_pods: config.daemonset_pods,
     });
-    match pods::adopt::adopt(&ctx).await {
-        Ok(n) => tracing::info!(
-            workloads = n,
-            "existing workloads of this node matched to their pods"
-        ),
-        // Without the list, a pod could get a second workload: better not start.
-        Err(e) => {
-            node.stop().await;
-            return Err(DaemonError::Adoption(e));
+    // Without the list, a pod could get a second workload: nothing is reconciled before it.
+    // StackPath being busy or briefly failing is waited out; a refusal ends the daemon.
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match pods::adopt::adopt(&ctx).await {
+            Ok(n) => {
+                tracing::info!(
+                    workloads = n,
+                    "existing workloads of this node matched to their pods"
+                );
+                break;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in = ?wait,
+                    "cannot list this node's existing workloads yet; no pod is acted on until then"
+                );
+                if term
+                    .run_until_cancelled(tokio::time::sleep(wait))
+                    .await
+                    .is_none()
+                {
+                    node.stop().await;
+                    return Ok(());
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                node.stop().await;
+                return Err(DaemonError::Adoption(e));
+            }
         }
     }
     let controller = pods::controller::controller(kube.clone(), &config.node.name);

@@ -195,8 +195,12 @@ async fn fetch(args: &DiffArgs) -> Result<(Placement, Vec<(Pod, Objects)>, usize
             Api::<Node>::all(client.clone())
                 .get_opt(name)
                 .await
-                .ok()
-                .flatten()
+                .map_err(|e| {
+                    format!(
+                        "reading node `{name}` for its city failed: {e}; pass --city-code or set \
+                         SP_CITY_CODE"
+                    )
+                })?
                 .and_then(|n| n.metadata.labels?.remove(ZONE_LABEL))
         }
         _ => None,

@@ -402,6 +402,36 @@ impl Cluster {
         LogDumpGuard { cluster: self }
     }
 
+    /// Stops one component (e.g. `kube-apiserver`, for an outage test); the others run on.
+    pub fn stop_component(&self, name: &str) -> Result<()> {
+        self.with_component(name, |p| {
+            p.stop(Duration::from_secs(3));
+            Ok(())
+        })
+    }
+
+    /// Starts a component stopped by [`Cluster::stop_component`] again, with its arguments;
+    /// for kube-apiserver, returns once it is ready.
+    pub async fn start_component(&self, name: &str) -> Result<()> {
+        self.with_component(name, Process::respawn)?;
+        if name == "kube-apiserver" {
+            wait_apiserver(self, &self.admin_kubeconfig(), Duration::from_secs(120)).await?;
+        }
+        Ok(())
+    }
+
+    fn with_component(&self, name: &str, f: impl FnOnce(&mut Process) -> Result<()>) -> Result<()> {
+        let mut ps = self
+            .processes
+            .lock()
+            .map_err(|_| Error::Other("cluster process list poisoned".into()))?;
+        let p = ps
+            .iter_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::Other(format!("no component `{name}` in this cluster")))?;
+        f(p)
+    }
+
     /// Stops every component, newest first.
     pub fn stop(&self) {
         if let Ok(mut ps) = self.processes.lock() {

@@ -82,6 +82,9 @@ pub struct Process {
     log: PathBuf,
     /// The port it listens on, to turn "address already in use" into a clear error.
     port: Option<u16>,
+    /// What started it, to start it again ([`Process::respawn`]).
+    program: PathBuf,
+    args: Vec<String>,
 }
 
 impl Process {
@@ -93,17 +96,45 @@ impl Process {
         port: Option<u16>,
     ) -> Result<Self> {
         let out = std::fs::File::create(log).map_err(Error::io("creating log", log))?;
-        let err = out.try_clone().map_err(Error::io("opening log", log))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = spawn_tied(cmd).map_err(Error::io(format!("starting {name} from"), program))?;
+        let child = Self::start(name, program, args, log, out)?;
         Ok(Self {
             name: name.to_string(),
             pid: child.id(),
             child: Some(child),
             log: log.to_path_buf(),
             port,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
         })
+    }
+
+    fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        out: std::fs::File,
+    ) -> Result<Child> {
+        let err = out.try_clone().map_err(Error::io("opening log", log))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        spawn_tied(cmd).map_err(Error::io(format!("starting {name} from"), program))
+    }
+
+    /// Starts a stopped process again with the same program and arguments, its output
+    /// appended to the same log (an outage test restarts kube-apiserver this way).
+    pub fn respawn(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(Error::io("opening log", &self.log))?;
+        let child = Self::start(&self.name, &self.program, &self.args, &self.log, out)?;
+        self.pid = child.id();
+        self.child = Some(child);
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

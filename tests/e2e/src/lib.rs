@@ -95,6 +95,13 @@ impl Daemon {
         (ticks(11) + ticks(12)) / hz.max(1.0)
     }
 
+    /// How it exited, if it has (None while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// SIGKILL: no shutdown work at all.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -7,6 +7,7 @@ mod fixtures;
 mod leader;
 mod lifecycle;
 mod node_lease;
+mod outage;
 mod policy_diff;
 mod restart;
 mod zoo;

@@ -89,7 +89,9 @@ async fn policy_diff_lists_rejections_first_then_changes() -> anyhow::Result<()>
     let env = Env::start("diff").await?;
     let (ns, node) = (env.ns.clone(), env.node.clone());
     let ops_pod = format!("tool-{}", &ns[2..]);
-    // The node the pods are bound to, as the daemon would have registered it (zone = city).
+    // The node the pods are bound to, as the daemon would have registered it (zone = city),
+    // readable by the daemon's identity as its overlay grants.
+    env.cluster.grant_node(&node).await?;
     env.apply(&format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels: {{topology.kubernetes.io/zone: LAX, type: virtual-kubelet}}\nspec:\n  taints: [{{key: virtual-kubelet.io/provider, value: stackpath, effect: NoSchedule}}]\n"
     ))?;
