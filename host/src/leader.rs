@@ -310,3 +310,206 @@ impl Elector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a scripted Lease API (one lease, resourceVersion conflicts as the API server
+    //! gives them), with short real timings.
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const NS: &str = "vk-stackpath";
+    const NAME: &str = "vk-stackpath-node";
+
+    #[derive(Default)]
+    struct Store {
+        lease: Option<Value>,
+        version: u64,
+    }
+
+    /// One lease shared by every client; `hung` makes one client's requests never answered
+    /// (a proxy that stopped forwarding), as seen by that replica only.
+    #[derive(Clone, Default)]
+    struct LeaseApi {
+        store: Arc<Mutex<Store>>,
+    }
+
+    impl LeaseApi {
+        fn client(&self, hung: Arc<AtomicBool>) -> kube::Client {
+            let api = self.clone();
+            let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+                let (api, hung) = (api.clone(), hung.clone());
+                async move {
+                    if hung.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    let (parts, body) = req.into_parts();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    Ok::<_, Infallible>(api.answer(&parts.method, body))
+                }
+            });
+            kube::Client::new(service, NS)
+        }
+
+        fn answer(&self, method: &Method, mut body: Value) -> Response<kube::client::Body> {
+            let mut s = self.store.lock().unwrap();
+            let status = |code: StatusCode, v: Value| {
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap()
+            };
+            let failure = |code: u16, reason: &str| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "code": code, "reason": reason, "message": reason})
+            };
+            match *method {
+                Method::GET => match &s.lease {
+                    Some(l) => status(StatusCode::OK, l.clone()),
+                    None => status(StatusCode::NOT_FOUND, failure(404, "NotFound")),
+                },
+                Method::POST | Method::PUT => {
+                    let exists = s.lease.is_some();
+                    if *method == Method::POST && exists {
+                        return status(StatusCode::CONFLICT, failure(409, "AlreadyExists"));
+                    }
+                    let sent = body["metadata"]["resourceVersion"]
+                        .as_str()
+                        .map(str::to_owned);
+                    let current = s.version.to_string();
+                    if *method == Method::PUT && sent.as_deref() != Some(current.as_str()) {
+                        return status(StatusCode::CONFLICT, failure(409, "Conflict"));
+                    }
+                    s.version += 1;
+                    body["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                    s.lease = Some(body.clone());
+                    status(StatusCode::OK, body)
+                }
+                _ => status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    failure(405, "MethodNotAllowed"),
+                ),
+            }
+        }
+
+        fn holder(&self) -> Option<String> {
+            let s = self.store.lock().unwrap();
+            s.lease.as_ref()?["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_owned)
+        }
+
+        /// Writes the lease as another replica whose clock is far off would.
+        fn write_as(&self, holder: &str, renew_time: &str) {
+            let mut s = self.store.lock().unwrap();
+            s.version += 1;
+            s.lease = Some(json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": NAME, "namespace": NS,
+                             "resourceVersion": s.version.to_string()},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 1,
+                         "renewTime": renew_time, "acquireTime": renew_time}
+            }));
+        }
+    }
+
+    fn election(identity: &str) -> Election {
+        Election {
+            namespace: NS.into(),
+            name: NAME.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_millis(600),
+            renew_deadline: Duration::from_millis(400),
+            retry_period: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_with_a_skewed_clock_is_judged_by_the_local_clock() {
+        let api = LeaseApi::default();
+        // The holder's renewTime is an hour old by our clock: comparing it with the local time
+        // would take over at once.
+        api.write_as("other", "2026-01-01T00:00:00.000000Z");
+        let mut me = election("me").elector(api.client(Default::default()));
+        let started = Instant::now();
+        me.acquire().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(600),
+            "took over after {waited:?}, before a lease duration without change"
+        );
+        assert_eq!(api.holder().as_deref(), Some("me"));
+
+        // A holder that keeps renewing (its record changes) is never overtaken, whatever its
+        // renewTime says (here a year ahead).
+        api.write_as("other", "2027-06-01T00:00:00.000000Z");
+        let renewer = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    api.write_as("other", &format!("2027-06-01T00:00:{i:02}.000000Z"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let mut again = election("me").elector(api.client(Default::default()));
+        let took = tokio::time::timeout(Duration::from_millis(1500), again.acquire()).await;
+        assert!(took.is_err(), "took over a lease that was being renewed");
+        renewer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_leader_cut_off_from_the_api_stops_before_anyone_takes_over() {
+        let api = LeaseApi::default();
+        let a_hung = Arc::new(AtomicBool::new(false));
+        let mut a = election("a").elector(api.client(a_hung.clone()));
+        a.acquire().await;
+        // A renews a few times, then its requests hang (never answered, never failing).
+        let hung_after = Duration::from_millis(300);
+        let cut = {
+            let a_hung = a_hung.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(hung_after).await;
+                a_hung.store(true, Ordering::SeqCst);
+                Instant::now()
+            })
+        };
+        let b = tokio::spawn({
+            let api = api.clone();
+            async move {
+                let mut b = election("b").elector(api.client(Default::default()));
+                b.acquire().await;
+                Instant::now()
+            }
+        });
+        let lost = a.hold().await;
+        let a_stopped = Instant::now();
+        assert!(matches!(lost, Lost::Deadline { .. }), "{lost:?}");
+        let cut_at = cut.await.unwrap();
+        // A stopped within its renew deadline of the cut (the last renewal was before it).
+        assert!(
+            a_stopped.duration_since(cut_at) <= Duration::from_millis(400 + 300),
+            "a kept acting {:?} after it was cut off",
+            a_stopped.duration_since(cut_at)
+        );
+        let b_leads = tokio::time::timeout(Duration::from_secs(10), b)
+            .await
+            .expect("b takes over")
+            .unwrap();
+        assert!(b_leads > a_stopped, "two leaders: b led before a stopped");
+        assert_eq!(api.holder().as_deref(), Some("b"));
+    }
+}

@@ -1,7 +1,8 @@
 //! Scale benchmark of `vk-stackpath run` (issue 13's figures), printing them:
 //!
 //!   E2E_DAEMON_LOG=info cargo run -p e2e-tests --bin scale -- \
-//!       [--pods 1000] [--latency-ms 50] [--steady-secs 120] [--scheduler] [--daemon-arg ARG]...
+//!       [--pods 1000] [--latency-ms 50] [--steady-secs 120] [--scheduler] [--metrics-server]
+//!       [--daemon-arg ARG]...
 //!
 //! Real control plane, emulator with added latency on every API call, the daemon as the tests
 //! build it (a debug build: the CPU and memory figures are pessimistic), or the binary named by
@@ -9,7 +10,9 @@
 //! - time from the first create until every pod is Running (seen by a watch);
 //! - status lag: the emulator's instance turning RUNNING (its `scheduledAt` plus the
 //!   emulator's STARTING delay, microsecond timestamps) → the watch seeing the pod Running;
-//! - steady-state StackPath calls per pod per minute, from the emulator's own counters;
+//! - steady-state StackPath calls per pod per minute, from the emulator's own counters (with
+//!   `--metrics-server`, on a control plane of its own where metrics-server scrapes the node
+//!   every 15 s, as in most clusters; metrics calls per scrape interval printed too);
 //! - daemon RSS and CPU.
 
 use std::collections::HashMap;
@@ -29,6 +32,7 @@ struct Args {
     latency_ms: u64,
     steady_secs: u64,
     scheduler: bool,
+    metrics_server: bool,
     daemon_args: Vec<String>,
 }
 
@@ -38,6 +42,7 @@ fn args() -> anyhow::Result<Args> {
         latency_ms: 50,
         steady_secs: 120,
         scheduler: false,
+        metrics_server: false,
         daemon_args: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
             "--steady-secs" => a.steady_secs = value()?.parse()?,
             "--daemon-arg" => a.daemon_args.push(value()?),
             "--scheduler" => a.scheduler = true,
+            "--metrics-server" => a.metrics_server = true,
             other => bail!(
                 "unknown argument {other}; see the usage at the top of tests/e2e/src/bin/scale.rs"
             ),
@@ -101,7 +107,19 @@ fn pod_json(i: usize, node: &str, scheduler: bool) -> anyhow::Result<Pod> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let env = Env::start("scale").await?;
+    let env = if a.metrics_server {
+        let cluster: &'static local_cluster::Cluster = Box::leak(Box::new(
+            tokio::task::spawn_blocking(|| {
+                local_cluster::Cluster::builder()
+                    .with_metrics_server(true)
+                    .start()
+            })
+            .await??,
+        ));
+        Env::start_on("scale", cluster, e2e::emulator_config()).await?
+    } else {
+        Env::start("scale").await?
+    };
     let daemon_args = a.daemon_args.clone();
     let daemon = env
         .start_daemon_with(&env.node.clone(), |c| {
@@ -272,6 +290,19 @@ async fn main() -> anyhow::Result<()> {
         .filter(|(_, d)| *d > 0)
         .collect();
     by_route.sort_by_key(|r| std::cmp::Reverse(r.1));
+    if a.metrics_server {
+        let metrics: u64 = by_route
+            .iter()
+            .filter(|(r, _)| r.contains("metrics"))
+            .map(|(_, n)| n)
+            .sum();
+        let intervals = a.steady_secs as f64 / 15.0;
+        println!(
+            "metrics-server scraping every 15 s: {metrics} StackPath metrics calls in {:.0}              scrape intervals = {:.2} per scrape interval, whatever the pod count",
+            intervals,
+            metrics as f64 / intervals
+        );
+    }
     for (route, n) in by_route {
         println!("  {n:>7}  {route}");
     }
