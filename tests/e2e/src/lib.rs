@@ -448,6 +448,22 @@ impl Env {
     }
 
     /// This test's workloads at StackPath (by the node label).
+    /// Slugs of this node's workloads that are not being deleted (StackPath deletes
+    /// asynchronously: a deleted workload is listed, with `deleteRequestedAt`, for a while).
+    pub async fn live_workload_slugs(&self) -> Result<Vec<String>> {
+        Ok(self
+            .workloads()
+            .await?
+            .into_iter()
+            .filter(|w| {
+                w.metadata
+                    .as_ref()
+                    .is_none_or(|m| m.delete_requested_at.is_none())
+            })
+            .filter_map(|w| w.slug)
+            .collect())
+    }
+
     pub async fn workloads(&self) -> Result<Vec<stackpath_client::model::Workload>> {
         Ok(self
             .stackpath()

@@ -63,17 +63,7 @@ async fn an_api_server_outage_is_waited_out_not_crashed_on() -> anyhow::Result<(
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let slugs: Vec<String> = env
-            .workloads()
-            .await?
-            .into_iter()
-            .filter(|w| {
-                w.metadata
-                    .as_ref()
-                    .is_none_or(|m| m.delete_requested_at.is_none())
-            })
-            .filter_map(|w| w.slug)
-            .collect();
+        let slugs = env.live_workload_slugs().await?;
         if slugs.len() == 2 && !slugs.iter().any(|s| s.ends_with("-a")) {
             break;
         }

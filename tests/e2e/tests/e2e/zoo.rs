@@ -340,17 +340,7 @@ spec:
     assert_eq!(phase(&agents[0]), "Pending");
 
     // Completed pods have no workload left; running ones do, and none for the DaemonSet.
-    let live: Vec<String> = env
-        .workloads()
-        .await?
-        .into_iter()
-        .filter(|w| {
-            w.metadata
-                .as_ref()
-                .is_none_or(|m| m.delete_requested_at.is_none())
-        })
-        .filter_map(|w| w.slug)
-        .collect();
+    let live = env.live_workload_slugs().await?;
     assert!(
         !live
             .iter()
