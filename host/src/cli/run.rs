@@ -115,9 +115,11 @@ pub struct RunArgs {
     /// This replica's identity in the election [default: $POD_NAME or the host name].
     #[arg(long, env = "POD_NAME")]
     leader_elect_identity: Option<String>,
-    /// Address the kubelet API listens on (its port is KUBELET_PORT).
-    #[arg(long, default_value = "0.0.0.0")]
-    kubelet_address: std::net::IpAddr,
+    /// Address the kubelet API listens on (its port is KUBELET_PORT) [default: the node's
+    /// InternalIP when VKUBELET_POD_IP/--node-ip is set, the one address the API server dials;
+    /// else 0.0.0.0].
+    #[arg(long)]
+    kubelet_address: Option<std::net::IpAddr>,
     /// Serving certificate of the kubelet API (PEM), e.g. from cert-manager; read again when
     /// its content changes (a bad replacement is logged and the current one kept). Without
     /// it, one is requested through a `kubernetes.io/kubelet-serving` CertificateSigningRequest,
@@ -389,7 +391,12 @@ impl RunArgs {
             }),
         };
         let kubelet = vk_kubelet::KubeletConfig {
-            listen: SocketAddr::new(self.kubelet_address, self.kubelet_port),
+            listen: SocketAddr::new(
+                self.kubelet_address
+                    .or(node_ip)
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                self.kubelet_port,
+            ),
             node_name: name.clone(),
             tls,
             client_ca_file: self.client_ca_file.clone(),

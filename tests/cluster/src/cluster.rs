@@ -28,6 +28,7 @@ pub struct ClusterBuilder {
     version: Option<K8sVersion>,
     dir: Option<PathBuf>,
     with_metrics_server: bool,
+    kubeadm_kubelet_client: bool,
     node_monitor_period: Duration,
     node_monitor_grace_period: Duration,
     ready_timeout: Duration,
@@ -42,6 +43,7 @@ impl Default for ClusterBuilder {
             version: None,
             dir: None,
             with_metrics_server: false,
+            kubeadm_kubelet_client: false,
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             ready_timeout: Duration::from_secs(120),
@@ -67,6 +69,14 @@ impl ClusterBuilder {
 
     pub fn with_metrics_server(mut self, on: bool) -> Self {
         self.with_metrics_server = on;
+        self
+    }
+
+    /// Sign the API server's kubelet client certificate with the cluster CA, as kubeadm does
+    /// (the default is a CA of its own). The shipped Deployment trusts the cluster CA
+    /// (`kube-root-ca.crt`) for kubelet clients, so the deploy contract test needs this.
+    pub fn kubeadm_kubelet_client(mut self, on: bool) -> Self {
+        self.kubeadm_kubelet_client = on;
         self
     }
 
@@ -562,7 +572,7 @@ fn start_cluster(
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(Error::io("creating", &logs))?;
     let ports = Ports::pick()?;
-    let pki = pki::generate(&dir.join("pki"), &[])?;
+    let pki = pki::generate(&dir.join("pki"), &[], b.kubeadm_kubelet_client)?;
     let host = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let url = format!("https://{host}:{}", ports.apiserver);
 

@@ -124,7 +124,13 @@ fn write(dir: &Path, name: &str, contents: &str) -> Result<()> {
 
 /// Generates the whole PKI into `dir`. `extra_ips` are added to the apiserver's serving
 /// certificate (the network-namespace address in `--netns` mode).
-pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<PkiFiles> {
+/// `kubeadm_kubelet_client` signs the apiserver's kubelet client certificate with the cluster
+/// CA, as kubeadm does, instead of a CA of its own.
+pub fn generate(
+    dir: &Path,
+    extra_ips: &[IpAddr],
+    kubeadm_kubelet_client: bool,
+) -> Result<PkiFiles> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     let client = ExtendedKeyUsagePurpose::ClientAuth;
     let server = ExtendedKeyUsagePurpose::ServerAuth;
@@ -187,10 +193,11 @@ pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<PkiFiles> {
 
     // A CA of its own for the apiserver's kubelet client certificate, so the daemon's
     // --client-ca-file trusts that one identity and not every client of the cluster CA.
-    let kc = new_ca("kubelet-client-ca")?;
+    let own = new_ca("kubelet-client-ca")?;
+    let kc = if kubeadm_kubelet_client { &ca } else { &own };
     write(dir, "kubelet-client-ca.crt", &kc.cert_pem)?;
     let (c, k) = leaf(
-        &kc,
+        kc,
         APISERVER_KUBELET_CLIENT_CN,
         &["system:masters"],
         vec![],
@@ -202,4 +209,24 @@ pub fn generate(dir: &Path, extra_ips: &[IpAddr]) -> Result<PkiFiles> {
     Ok(PkiFiles {
         dir: dir.to_path_buf(),
     })
+}
+
+impl PkiFiles {
+    /// A serving certificate signed by the cluster CA (what an issuer such as cert-manager's
+    /// CA issuer would hand out); returns (cert PEM, key PEM).
+    pub fn issue_serving_cert(&self, cn: &str, sans: Vec<String>) -> Result<(String, String)> {
+        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(Error::io("reading", &p));
+        let key =
+            KeyPair::from_pem(&read(self.ca_key())?).map_err(pki_err("the cluster CA key"))?;
+        let issuer = Issuer::from_ca_cert_pem(&read(self.ca_crt())?, key)
+            .map_err(pki_err("the cluster CA certificate"))?;
+        let cert_pem = read(self.ca_crt())?;
+        leaf(
+            &Ca { issuer, cert_pem },
+            cn,
+            &[],
+            sans,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
 }

@@ -172,6 +172,77 @@ pub fn parse_stream(origin: &str, text: &str) -> Result<Vec<Value>> {
     Ok(objects)
 }
 
+/// cert-manager is not part of the test control plane: a stand-in for its Certificate CRD
+/// (schema left open) lets the cert-manager component's objects be applied and checked.
+pub const CERTIFICATE_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: certificates.cert-manager.io
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Certificate, plural: certificates, singular: certificate}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+
+/// Applies [`CERTIFICATE_CRD`] with the admin `kubeconfig` and waits until it is established.
+pub fn install_certificate_crd(kubeconfig: &Path) -> Result<()> {
+    apply(kubeconfig, CERTIFICATE_CRD, "deploy-tests")?;
+    run(Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/certificates.cert-manager.io",
+        ]))?;
+    Ok(())
+}
+
+/// `kubectl apply --server-side` of a YAML stream, as an operator applies a rendering.
+pub fn apply(kubeconfig: &Path, yaml: &str, field_manager: &str) -> Result<String> {
+    use std::io::Write as _;
+    let mut cmd = Command::new(kubectl());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--server-side", "--force-conflicts"])
+        .arg(format!("--field-manager={field_manager}"))
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let command = format!("{cmd:?}");
+    let spawn_err = |source| Error::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(yaml.as_bytes())
+        .map_err(spawn_err)?;
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            command,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs a command; its stdout, or an error with its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let command = format!("{cmd:?}");

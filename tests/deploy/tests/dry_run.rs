@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use deploy_tests::{Workspace, kubectl, kustomizations, parse_stream};
+use deploy_tests::{Workspace, install_certificate_crd, kubectl, kustomizations, parse_stream};
 use local_cluster::Cluster;
 
 fn cluster() -> &'static Cluster {
@@ -61,64 +61,11 @@ fn dry_run(cluster: &Cluster, yaml: &str) -> (bool, String, String) {
     )
 }
 
-/// cert-manager is not part of the test control plane: a stand-in for its Certificate CRD
-/// (schema left open) lets the rest of the cert-manager example be checked by the server.
-const CERTIFICATE_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: certificates.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Certificate, plural: certificates, singular: certificate}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
-"#;
-
-fn install_certificate_crd(cluster: &Cluster) {
-    let mut child = Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(CERTIFICATE_CRD.as_bytes())
-        .expect("writing to kubectl");
-    assert!(child.wait().expect("kubectl finishes").success());
-    let established = Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(cluster.admin_kubeconfig())
-        .args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/certificates.cert-manager.io",
-        ])
-        .status()
-        .expect("kubectl runs");
-    assert!(
-        established.success(),
-        "the stand-in Certificate CRD is not established"
-    );
-}
-
 #[test]
 fn every_kustomization_passes_a_server_side_dry_run() {
     let cluster = cluster();
     let _logs = cluster.dump_logs_on_panic();
-    install_certificate_crd(cluster);
+    install_certificate_crd(&cluster.admin_kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
     let ws = Workspace::new().expect("copying deploy/");
     for k in kustomizations().expect("listing deploy/") {
         let yaml = ws.render_text(&k).unwrap_or_else(|e| panic!("{e}"));

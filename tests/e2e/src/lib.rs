@@ -16,6 +16,8 @@ use kube::Api;
 use local_cluster::Cluster;
 use stackpath_emulator::{EmulatorConfig, RunningEmulator};
 
+pub mod pod_template;
+
 pub const STACK: &str = "demo-stack";
 pub const CLIENT_ID: &str = "emulator-client";
 pub const CLIENT_SECRET: &str = "emulator-secret";
@@ -56,6 +58,15 @@ pub fn binary() -> &'static PathBuf {
     })
 }
 
+/// A fresh directory for `name` below the target directory, not under /tmp or /run (which a
+/// stood-in pod's mount namespace replaces); emptied first.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let dir = target_dir().join("e2e-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -72,6 +83,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon started some other way (e.g. from a rendered Deployment).
+    pub fn adopt(child: Child, node: &str, metrics: SocketAddr, log: PathBuf) -> Daemon {
+        Daemon {
+            child: Some(child),
+            node: node.to_owned(),
+            metrics,
+            log,
+        }
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -131,10 +152,15 @@ impl Daemon {
 
     /// Prometheus text from `/metrics`.
     pub async fn metrics_text(&self) -> Result<String> {
+        self.get("/metrics").await
+    }
+
+    /// The raw HTTP/1.0 answer (status line, headers, body) to GET `path` on the metrics port.
+    pub async fn get(&self, path: &str) -> Result<String> {
         let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await?;
         let mut out = String::new();
         stream.read_to_string(&mut out).await?;
@@ -441,9 +467,14 @@ impl Env {
 
     /// A StackPath client on the emulator (the test's view of StackPath).
     pub fn stackpath(&self) -> stackpath_client::Client {
-        let config =
+        let mut config =
             stackpath_client::Config::new(&self.emulator.base_url, STACK, CLIENT_ID, CLIENT_SECRET)
                 .expect("client config");
+        if let Some(pem) = &self.emulator.ca_pem {
+            let file = self.dir.join("emulator-ca.pem");
+            std::fs::write(&file, pem).expect("writing the emulator's CA");
+            config.ca_file = Some(file);
+        }
         stackpath_client::Client::new(config).expect("client")
     }
 

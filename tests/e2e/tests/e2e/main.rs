@@ -2,6 +2,7 @@
 //! One test binary, so that all tests share one control plane.
 
 mod config;
+mod deploy_contract;
 mod faults;
 mod fixtures;
 mod leader;
