@@ -1,4 +1,4 @@
-//! The default vk-stackpath placement policy: `../shared/MAPPING.md` as code.
+//! The default vk-stackpath placement policy: `docs/mapping.md` as code.
 //!
 //! Built for `wasm32-wasip2` it is a component implementing the `stackpath:policy` world
 //! (see `wit/policy.wit`) and is embedded in the daemon. Built natively it is an ordinary

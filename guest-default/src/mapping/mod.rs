@@ -1,4 +1,4 @@
-//! Pod → StackPath workload spec, per MAPPING.md. Pure: no I/O, no clock, no randomness.
+//! Pod → StackPath workload spec, per docs/mapping.md. Pure: no I/O, no clock, no randomness.
 
 use crate::prelude::*;
 

@@ -1,4 +1,4 @@
-//! StackPath instance → Kubernetes pod status (MAPPING.md "Status back from StackPath").
+//! StackPath instance → Kubernetes pod status (docs/mapping.md "Status back from StackPath").
 //!
 //! Pure functions: the controller decides when to call them and whether to write the result.
 //! Condition transition times are carried over from the current status when a condition keeps

@@ -103,7 +103,7 @@ async fn crud_happy_path_matches_spec_shapes() {
     );
     assert_eq!(got["workload"], created["workload"]);
 
-    // Instance: named per MAPPING.md, phases move on, shapes match.
+    // Instance: named per docs/mapping.md, phases move on, shapes match.
     let name = "default-web-city-code-dfw-0";
     let i = api.instance(&id, name).await;
     assert!(

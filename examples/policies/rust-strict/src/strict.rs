@@ -5,7 +5,7 @@ use guest_default::api::{Context, Finding, Translation, Violations};
 use guest_default::sizing::SIZES;
 use serde_json::{Map, Value};
 
-/// The pod annotation that asks StackPath for remote management (MAPPING.md).
+/// The pod annotation that asks StackPath for remote management (docs/mapping.md).
 pub const REMOTE_MANAGEMENT: &str = "workload.platform.stackpath.net/remote-management";
 /// Pods in this namespace must ask for remote management.
 pub const STRICT_NAMESPACE: &str = "ops";

@@ -110,8 +110,11 @@ async fn main() -> anyhow::Result<()> {
     let env = if a.metrics_server {
         let cluster: &'static local_cluster::Cluster = Box::leak(Box::new(
             tokio::task::spawn_blocking(|| {
+                // metrics-server authenticates to kubelets with a cluster-CA client
+                // certificate, which the daemon trusts only on a kubeadm-style cluster.
                 local_cluster::Cluster::builder()
                     .with_metrics_server(true)
+                    .kubeadm_kubelet_client(true)
                     .start()
             })
             .await??,
@@ -296,9 +299,18 @@ async fn main() -> anyhow::Result<()> {
             .filter(|(r, _)| r.contains("metrics"))
             .map(|(_, n)| n)
             .sum();
+        if metrics == 0 {
+            bail!(
+                "--metrics-server: no StackPath metrics call in {} s, so metrics-server is not \
+                 scraping the node (its log: {})",
+                a.steady_secs,
+                env.cluster.dir().join("logs").display()
+            );
+        }
         let intervals = a.steady_secs as f64 / 15.0;
         println!(
-            "metrics-server scraping every 15 s: {metrics} StackPath metrics calls in {:.0}              scrape intervals = {:.2} per scrape interval, whatever the pod count",
+            "metrics-server scraping every 15 s: {metrics} StackPath metrics calls in {:.0} \
+             scrape intervals = {:.2} per scrape interval",
             intervals,
             metrics as f64 / intervals
         );

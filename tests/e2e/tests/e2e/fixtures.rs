@@ -1,4 +1,4 @@
-//! Every MAPPING.md fixture (`host/tests/golden/*.pod.yaml`) through the daemon: created with
+//! Every docs/mapping.md fixture (`host/tests/golden/*.pod.yaml`) through the daemon: created with
 //! real kubectl on the node, the workload the daemon creates at StackPath is the one
 //! `vk-stackpath translate` prints for the same pod (which the golden tests pin), pods the policy
 //! refuses go Failed with `ProviderFailed`, and deleting them all leaves no workload.

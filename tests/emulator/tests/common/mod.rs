@@ -53,7 +53,7 @@ pub async fn token(base: &str) -> String {
     v["access_token"].as_str().unwrap().to_string()
 }
 
-/// A workload as the daemon sends it (MAPPING.md).
+/// A workload as the daemon sends it (docs/mapping.md).
 pub fn workload(slug: &str, container: Value) -> Value {
     json!({"workload": {
         "name": slug, "slug": slug,
