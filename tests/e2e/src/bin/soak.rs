@@ -134,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lives: Vec<Vec<(f64, f64)>> = vec![vec![]];
     let (mut next_sample, mut next_burst) = (Duration::ZERO, Duration::from_secs(120));
     let (mut apiserver_restarted, mut daemon_killed) = (false, false);
+    let mut apiserver_down_at: Option<Duration> = None;
     while soak.elapsed() < total {
         let now = soak.elapsed();
         if now >= next_sample {
@@ -151,11 +152,15 @@ async fn main() -> anyhow::Result<()> {
             });
             next_burst += Duration::from_secs(120);
         }
+        // The churn goes on while the API server is down (those steps are refused).
         if !apiserver_restarted && now >= total.mul_f64(0.4) {
             apiserver_restarted = true;
             eprintln!("{now:.0?}: stopping kube-apiserver for 20 s");
             cluster.stop_component("kube-apiserver")?;
-            tokio::time::sleep(Duration::from_secs(20)).await;
+            apiserver_down_at = Some(now);
+        }
+        if apiserver_down_at.is_some_and(|t| now >= t + Duration::from_secs(20)) {
+            apiserver_down_at = None;
             cluster.start_component("kube-apiserver").await?;
             eprintln!("{:.0?}: kube-apiserver back", soak.elapsed());
         }
@@ -178,8 +183,18 @@ async fn main() -> anyhow::Result<()> {
             let new = format!("k{slot}-{g}");
             let r = async {
                 pods.delete(&name, &DeleteParams::default()).await?;
-                pods.create(&PostParams::default(), &pod(&new, &node, image)?)
-                    .await?;
+                // Deleted: the slot must get its new pod, even across an API server outage.
+                let mut tries = 0;
+                while let Err(e) = pods
+                    .create(&PostParams::default(), &pod(&new, &node, image)?)
+                    .await
+                {
+                    tries += 1;
+                    if tries > 60 {
+                        bail!("creating {new} failed for a minute: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 anyhow::Ok(())
             }
             .await;
