@@ -233,14 +233,7 @@ pub fn apply(kubeconfig: &Path, yaml: &str, field_manager: &str) -> Result<Strin
         .write_all(yaml.as_bytes())
         .map_err(spawn_err)?;
     let out = child.wait_with_output().map_err(spawn_err)?;
-    if !out.status.success() {
-        return Err(Error::Command {
-            command,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_of(command, out)
 }
 
 /// Runs a command; its stdout, or an error with its stderr.
@@ -250,6 +243,10 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         command: command.clone(),
         source,
     })?;
+    stdout_of(command, out)
+}
+
+fn stdout_of(command: String, out: std::process::Output) -> Result<String> {
     if !out.status.success() {
         return Err(Error::Command {
             command,

@@ -71,18 +71,6 @@ fn routes(env: &Env) -> HashMap<String, u64> {
     serde_json::from_value(env.emulator.stats()["routes"].clone()).unwrap_or_default()
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -193,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all_running = started.elapsed();
-    let rss_converged = rss_mb(daemon.pid());
+    let rss_converged = e2e::rss_mb(daemon.pid());
     let calls_converge = stats_total(&env);
 
     // Status lag: per pod, the instance's RUNNING moment at the emulator → seen Running.
@@ -321,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "daemon at steady state: CPU {:.1}% of one core, RSS {:.0} MB",
         cpu / a.steady_secs as f64 * 100.0,
-        rss_mb(daemon.pid())
+        e2e::rss_mb(daemon.pid())
     );
     watch.abort();
     drop(daemon);

@@ -57,18 +57,6 @@ fn pod(name: &str, node: &str, image: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Least-squares slope of (minutes, MB) samples, in MB per hour.
 fn slope_mb_per_hour(samples: &[(f64, f64)]) -> f64 {
     let n = samples.len() as f64;
@@ -141,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
             lives
                 .last_mut()
                 .expect("one life")
-                .push((now.as_secs_f64() / 60.0, rss_mb(daemon.pid())));
+                .push((now.as_secs_f64() / 60.0, e2e::rss_mb(daemon.pid())));
             next_sample += Duration::from_secs(15);
         }
         if now >= next_burst {
