@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub rate_limit: RateLimit,
     /// Whether DaemonSet pods run at StackPath.
     pub daemonset_pods: pods::decide::DaemonSetPods,
+    /// Whether this node provisions volumes for claims ([`crate::provisioner`]).
+    pub provision_volumes: bool,
     /// How often the policy file is checked for changes.
     pub policy_reload: Duration,
     /// The kubelet API (logs, exec, stats).
@@ -371,6 +373,13 @@ async fn act(
             }
         }
     });
+    if config.provision_volumes {
+        tasks.spawn(crate::provisioner::run(
+            kube.clone(),
+            config.node.name.clone(),
+            term.clone().cancelled_owned(),
+        ));
+    }
     let background = [
         tokio::spawn(pods::orphans::run(ctx.clone())),
         tokio::spawn(pods::orphans::run_vanished(

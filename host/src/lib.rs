@@ -5,6 +5,7 @@
 //! - [`workload`]: the host-owned parts of a workload (identity, network, credentials).
 //! - [`translation`]: pod → workload, the path shared by the daemon and the CLI.
 //! - [`policy_diff`]: two policies compared pod by pod (`vk-stackpath policy diff`).
+//! - [`provisioner`]: volumes for PersistentVolumeClaims (StatefulSets).
 //! - [`manifest`]: reading pods and objects from YAML/JSON files.
 //! - [`daemon`]: `vk-stackpath run`, joining [`node`], [`pods`], [`active_policy`],
 //!   [`leader`], [`health`] and [`metrics`]; [`config`] reads the Go provider's settings.
@@ -22,6 +23,7 @@ pub mod node;
 pub mod pods;
 pub mod policy;
 pub mod policy_diff;
+pub mod provisioner;
 pub mod resolve;
 pub mod translation;
 pub mod workload;

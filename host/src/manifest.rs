@@ -1,6 +1,6 @@
 //! Reading Kubernetes objects from YAML or JSON, with errors that point at the line.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use serde::Deserialize;
 
 use crate::resolve::Objects;
@@ -84,14 +84,19 @@ pub fn read_pod(source_name: &str, text: &str) -> Result<PodManifest, ManifestEr
     })
 }
 
-/// Reads a YAML stream (or a `List`) of Secrets and ConfigMaps, as `translate --objects`
+/// Reads a YAML stream (or a `List`) of Secrets, ConfigMaps, PersistentVolumeClaims and
+/// PersistentVolumes, as `translate --objects`
 /// takes them. Other kinds are refused so that a typo does not go unnoticed.
 pub fn read_objects(source_name: &str, text: &str) -> Result<Objects, ManifestError> {
     let mut objects = Objects::default();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize(doc).map_err(|e| yaml_error(source_name, &e))?;
         let items = match value.get("kind").and_then(|k| k.as_str()) {
-            Some("List") | Some("SecretList") | Some("ConfigMapList") => value
+            Some("List")
+            | Some("SecretList")
+            | Some("ConfigMapList")
+            | Some("PersistentVolumeClaimList")
+            | Some("PersistentVolumeList") => value
                 .get("items")
                 .and_then(|i| i.as_array())
                 .cloned()
@@ -133,10 +138,33 @@ fn add_object(
             let name = c.metadata.name.clone().unwrap_or_default();
             objects.config_maps.insert(name, c);
         }
+        "PersistentVolumeClaim" => {
+            let c: PersistentVolumeClaim = serde_path_to_error::deserialize(item).map_err(|e| {
+                invalid(
+                    at,
+                    format!("PersistentVolumeClaim field {}: {}", e.path(), e.inner()),
+                )
+            })?;
+            let name = c.metadata.name.clone().unwrap_or_default();
+            objects.claims.insert(name, c);
+        }
+        "PersistentVolume" => {
+            let v: PersistentVolume = serde_path_to_error::deserialize(item).map_err(|e| {
+                invalid(
+                    at,
+                    format!("PersistentVolume field {}: {}", e.path(), e.inner()),
+                )
+            })?;
+            let name = v.metadata.name.clone().unwrap_or_default();
+            objects.volumes.insert(name, v);
+        }
         other => {
             return Err(invalid(
                 at,
-                format!("kind `{other}`: --objects takes only Secrets and ConfigMaps"),
+                format!(
+                    "kind `{other}`: --objects takes only Secrets, ConfigMaps, \
+                     PersistentVolumeClaims and PersistentVolumes"
+                ),
             ));
         }
     }

@@ -95,7 +95,8 @@ pub fn translate(
         return Err(TranslateError::Pod(problems));
     };
     let ctx = call_context(placement, &mut resolved);
-    let out = engine.translate(pod_json, &ctx)?;
+    let pod_json = resolve::present_claims(pod_json, &resolved.claim_volumes);
+    let out = engine.translate(&pod_json, &ctx)?;
     let warnings = out.warnings.clone();
     let invalid_env_names = std::mem::take(&mut resolved.invalid_env_names);
     let writer_image = match &placement.config_volumes {

@@ -96,7 +96,15 @@ pub(crate) fn map_volumes<'a>(
                 let silent = is_service_account_token(v);
                 if !silent {
                     let kind = v.kind.as_deref().unwrap_or("unknown");
-                    let message = if HOST_WRITTEN.contains(&kind) {
+                    let message = if kind == "persistentVolumeClaim" {
+                        // The host presents claims of this node's StorageClass as CSI volumes.
+                        format!(
+                            "volume `{}` (persistentVolumeClaim) is not a StackPath volume; it \
+                             and its mounts are left out (use a claim of a StorageClass with \
+                             provisioner `{CSI_DRIVER}`, such as `stackpath-edge`)",
+                            v.name
+                        )
+                    } else if HOST_WRITTEN.contains(&kind) {
                         // The host would have offered it: the operator turned that off.
                         format!(
                             "volume `{}` ({kind}) is left out with its mounts: this node does \

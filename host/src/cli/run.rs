@@ -95,6 +95,13 @@ pub struct RunArgs {
     /// node); `run` runs them like any pod.
     #[arg(long, default_value = "skip", value_parser = ["skip", "run"])]
     daemonset_pods: String,
+    /// PersistentVolumeClaims of StorageClasses with provisioner
+    /// `virtual-kubelet.storage.compute.edgeengine.io` (deploy/ ships `stackpath-edge`):
+    /// `provision` gives a claim the scheduler selected for this node a volume, which the
+    /// pod's workload gets as a StackPath volume; `off` leaves such claims unbound (needs no
+    /// PersistentVolume RBAC).
+    #[arg(long, default_value = "provision", value_parser = ["provision", "off"])]
+    volume_claims: String,
     /// How long a workload whose pod is gone is kept before it is deleted.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     orphan_grace: Duration,
@@ -445,6 +452,7 @@ impl RunArgs {
                 "run" => DaemonSetPods::Run,
                 _ => DaemonSetPods::Skip,
             },
+            provision_volumes: self.volume_claims == "provision",
             metrics_addr,
             election,
             rate_limit: stackpath_client::RateLimit {

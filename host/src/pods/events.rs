@@ -1,4 +1,5 @@
-//! Pod Events (events.k8s.io/v1). A repeat of the same Event (same pod, type, reason, action
+//! Pod Events (events.k8s.io/v1), and those of the claims [`crate::provisioner`] serves. A
+//! repeat of the same Event (same pod, type, reason, action
 //! and note) within six minutes is folded into the first one's `series` instead of creating a
 //! new object, as client-go's recorder does. An Event that cannot be written is logged and
 //! otherwise ignored: Events are advisory, and a pod must not stall because the events API is
@@ -15,7 +16,6 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -64,18 +64,37 @@ impl Events {
         }
     }
 
-    pub async fn normal(&self, pod: &Pod, reason: &str, action: &str, note: String) {
+    pub async fn normal<K: Resource<DynamicType = ()>>(
+        &self,
+        pod: &K,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         self.publish(pod, Kind::Normal, reason, action, note).await;
     }
 
-    pub async fn warning(&self, pod: &Pod, reason: &str, action: &str, note: String) {
+    pub async fn warning<K: Resource<DynamicType = ()>>(
+        &self,
+        pod: &K,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         self.publish(pod, Kind::Warning, reason, action, note).await;
     }
 
-    async fn publish(&self, pod: &Pod, kind: Kind, reason: &str, action: &str, note: String) {
+    async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        pod: &K,
+        kind: Kind,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let note = truncate(note);
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+        let namespace = pod.meta().namespace.as_deref().unwrap_or("default");
+        let pod_name = pod.meta().name.as_deref().unwrap_or("");
         let key = self.series_key(pod, kind, reason, action, &note);
         let now = Instant::now();
         let repeat = self
@@ -127,10 +146,10 @@ impl Events {
     }
 
     /// Creates the Event; returns its name.
-    async fn create(
+    async fn create<K: Resource<DynamicType = ()>>(
         &self,
         api: &Api<Event>,
-        pod: &Pod,
+        pod: &K,
         kind: Kind,
         reason: &str,
         action: &str,
@@ -164,8 +183,15 @@ impl Events {
         Ok(name)
     }
 
-    fn series_key(&self, pod: &Pod, kind: Kind, reason: &str, action: &str, note: &str) -> u64 {
-        let m = &pod.metadata;
+    fn series_key<K: Resource<DynamicType = ()>>(
+        &self,
+        pod: &K,
+        kind: Kind,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> u64 {
+        let m = pod.meta();
         let parts: [&str; 7] = [
             m.namespace.as_deref().unwrap_or(""),
             m.name.as_deref().unwrap_or(""),

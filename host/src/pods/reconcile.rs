@@ -654,7 +654,7 @@ async fn config_changed(pod: &Pod, ctx: &Context, key: &str, t: &Tracked) -> boo
     if !due || resolve::references(pod).is_empty() {
         return false;
     }
-    let objects = match resolve::fetch_objects(&ctx.kube, pod).await {
+    let objects = match resolve::fetch_config(&ctx.kube, pod).await {
         Ok(o) => o,
         Err(e) => {
             tracing::debug!(pod = key, error = %e, "reading the pod's ConfigMaps/Secrets failed; next time");

@@ -1,6 +1,7 @@
 //! What a pod refers to outside itself, resolved as a kubelet would: `env[].valueFrom`
 //! (ConfigMaps, Secrets, the pod's fields and resources), `envFrom`, the files of its config
-//! volumes (configMap, secret, downwardAPI, projected, emptyDir) and `imagePullSecrets`.
+//! volumes (configMap, secret, downwardAPI, projected, emptyDir), its `persistentVolumeClaim`
+//! volumes and `imagePullSecrets`.
 //! Resolution is split so that the same code serves the daemon (objects read from the API) and
 //! `vk-stackpath translate --objects` (objects from a file): [`references`] lists what to
 //! fetch, [`fetch_objects`] reads it from the API (the daemon and `vk-stackpath policy diff`),
@@ -8,6 +9,7 @@
 //!
 //! Secret values never appear in an error message: errors name the Secret and key only.
 
+mod claims;
 mod env;
 mod fields;
 mod pull;
@@ -16,35 +18,46 @@ mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret as K8sSecret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret as K8sSecret,
+};
 use stackpath_client::model::ImagePullCredential;
 
 use crate::policy::{ResolvedEnv, Violation};
 use crate::workload::SecretEnv;
 
+pub use claims::{ClaimVolume, present as present_claims};
 pub use env::{InvalidEnvNames, SizeEnv, valid_env_name};
 pub use fields::POD_IP_FIELD;
 pub use resources::{SizeRef, SizeResource};
 pub use volumes::{Content, DEFAULT_MODE, File, SecretBytes, VolumeFiles};
 
-/// The ConfigMaps and Secrets of the pod's namespace that the pod names.
+/// The ConfigMaps, Secrets and PersistentVolumeClaims of the pod's namespace that the pod
+/// names.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct References {
     pub config_maps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
+    pub claims: BTreeSet<String>,
 }
 
 impl References {
+    /// Whether the pod names no ConfigMap or Secret: nothing of it can change while it runs
+    /// (a claim's volume cannot).
     pub fn is_empty(&self) -> bool {
         self.config_maps.is_empty() && self.secrets.is_empty()
     }
 }
 
-/// Objects fetched for a pod, by name (all in the pod's namespace).
+/// Objects fetched for a pod, by name (all in the pod's namespace but the volumes, which are
+/// cluster-wide).
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     pub config_maps: BTreeMap<String, ConfigMap>,
     pub secrets: BTreeMap<String, K8sSecret>,
+    pub claims: BTreeMap<String, PersistentVolumeClaim>,
+    /// The volumes the claims are bound to.
+    pub volumes: BTreeMap<String, PersistentVolume>,
 }
 
 /// A content hash per referenced object (`configMap/<name>`, `secret/<name>`), to tell when a
@@ -100,6 +113,8 @@ pub struct Resolved {
     pub invalid_env_names: Vec<InvalidEnvNames>,
     /// The pod's `securityContext.fsGroup`: the group of its config volumes' files.
     pub fs_group: Option<i64>,
+    /// Claim volumes that are StackPath volumes, for [`present_claims`].
+    pub claim_volumes: Vec<ClaimVolume>,
 }
 
 fn containers(pod: &Pod) -> impl Iterator<Item = (String, &Container)> {
@@ -151,6 +166,9 @@ pub fn references(pod: &Pod) -> References {
         if let Some(cm) = &v.config_map {
             r.config_maps.insert(cm.name.clone());
         }
+        if let Some(pvc) = &v.persistent_volume_claim {
+            r.claims.insert(pvc.claim_name.clone());
+        }
         if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_ref()) {
             r.secrets.insert(name.clone());
         }
@@ -175,10 +193,31 @@ pub fn references(pod: &Pod) -> References {
     r
 }
 
-/// The ConfigMaps and Secrets the pod names, read one by one from the pod's namespace (the
-/// daemon may get but not list Secrets). A missing object is left out: [`resolve`] reports it
-/// (or skips it, when the reference is optional).
+/// The ConfigMaps, Secrets and claims (with their volumes) the pod names, read one by one
+/// from the pod's namespace (the daemon may get but not list Secrets). A missing object is
+/// left out: [`resolve`] reports it (or skips it, when the reference is optional).
 pub async fn fetch_objects(client: &kube::Client, pod: &Pod) -> Result<Objects, kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut objects = fetch_config(client, pod).await?;
+    let claims: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(client.clone(), ns);
+    let volumes: kube::Api<PersistentVolume> = kube::Api::all(client.clone());
+    for name in &references(pod).claims {
+        let Some(claim) = claims.get_opt(name).await? else {
+            continue;
+        };
+        let bound = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
+        if let Some(pv_name) = bound.filter(|n| !n.is_empty())
+            && let Some(pv) = volumes.get_opt(&pv_name).await?
+        {
+            objects.volumes.insert(pv_name, pv);
+        }
+        objects.claims.insert(name.clone(), claim);
+    }
+    Ok(objects)
+}
+
+/// The ConfigMaps and Secrets the pod names: what can change while it runs.
+pub async fn fetch_config(client: &kube::Client, pod: &Pod) -> Result<Objects, kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let refs = references(pod);
     let mut objects = Objects::default();
@@ -227,6 +266,7 @@ pub fn resolve(
         out.config_volumes =
             volumes::config_volumes(pod, namespace, objects, &settings.host_ip, &mut problems);
     }
+    out.claim_volumes = claims::claim_volumes(pod, namespace, objects, &mut problems);
     let pull = pod
         .spec
         .as_ref()
@@ -316,6 +356,7 @@ pub(crate) mod tests {
                 secret(serde_json::json!({"metadata": {"name": "db"},
                     "stringData": {"password": "s3cr3t", "user": "admin"}})),
             )]),
+            ..Objects::default()
         }
     }
 

@@ -15,13 +15,19 @@ use crate::error::{Error, Result};
 use crate::paths;
 use crate::{DAEMON_NAMESPACE, DAEMON_SERVICE_ACCOUNT};
 
-/// The manifests applied, in order (namespace first: the rest lives in it).
+/// The manifests applied, in order (namespace first: the rest lives in it): the daemon's
+/// identity, grants and StorageClass, as `deploy/base` ships them.
 pub fn manifests() -> Vec<PathBuf> {
     let base = paths::deploy_base_dir();
-    ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"]
-        .into_iter()
-        .map(|f| base.join(f))
-        .collect()
+    [
+        "namespace.yaml",
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "storageclass.yaml",
+    ]
+    .into_iter()
+    .map(|f| base.join(f))
+    .collect()
 }
 
 /// Server-side applies every document of `path`.

@@ -1,8 +1,10 @@
 //! Pods as people write them, through the real controllers and the real scheduler: a
 //! Deployment with its config file from a ConfigMap and env from a ConfigMap and a Secret, a
 //! Service, a Job, a CronJob, a DaemonSet that tolerates everything, a pod reading its own IP
-//! from the downward API, a pod with a native sidecar. The emulator runs the containers as local
-//! processes; each ends as its user expects and nothing is left at StackPath afterwards.
+//! from the downward API, a pod with a native sidecar, a StatefulSet whose volumeClaimTemplates
+//! claim is provisioned by the daemon (deploy/'s `stackpath-edge` StorageClass). The emulator
+//! runs the containers as local processes; each ends as its user expects and nothing is left at
+//! StackPath (or in PersistentVolumes) afterwards.
 
 use std::time::{Duration, Instant};
 
@@ -219,11 +221,42 @@ spec:
     - name: app
       image: busybox:1.36
       command: [sh, -c, 'echo app up; sleep 3600']
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 1
+  selector:
+    matchLabels: {{app: db}}
+  template:
+    metadata:
+      labels: {{app: db}}
+    spec:
+{sts_at}      containers:
+        - name: db
+          image: busybox:1.36
+          command: [sh, -c, 'echo stored > /var/lib/db/marker && echo data=$(cat /var/lib/db/marker); sleep 3600']
+          volumeMounts:
+            - name: data
+              mountPath: /var/lib/db
+  volumeClaimTemplates:
+    - metadata:
+        name: data
+      spec:
+        accessModes: [ReadWriteOnce]
+        storageClassName: stackpath-edge
+        resources:
+          requests:
+            storage: 1500Mi
 "#,
         web_at = at(6),
         job_at = at(6),
         cron_at = at(10),
         pod_at = at(2),
+        sts_at = at(6),
     ))?;
 
     // Deployment: Running, its config file and env in place (Secret value included: it is the
@@ -299,6 +332,63 @@ spec:
     logs_contain(&env, &["sidecar", "-c", "proxy"], &["sidecar up"]).await?;
     logs_contain(&env, &["sidecar", "-c", "app"], &["app up"]).await?;
 
+    // StatefulSet: its claim is provisioned by this node (a 2Gi StackPath volume: 1500Mi
+    // rounded up), bound, and mounted in the workload; the app writes and reads it.
+    env.wait_pod("db-0", T, |p| phase(p) == "Running").await?;
+    logs_contain(&env, &["db-0"], &["data=stored"]).await?;
+    let out = env.kubectl(&[
+        "get",
+        "pvc",
+        "data-db-0",
+        "-o",
+        "jsonpath={.status.phase} {.spec.volumeName}",
+    ]);
+    let pvc = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (pvc_phase, pv_name) = pvc.split_once(' ').unwrap_or_default();
+    assert_eq!(pvc_phase, "Bound", "{pvc}");
+    let out = env.kubectl(&[
+        "get",
+        "pv",
+        pv_name,
+        "-o",
+        "jsonpath={.spec.csi.driver} {.spec.capacity.storage} {.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("virtual-kubelet.storage.compute.edgeengine.io 2Gi {node}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = env
+        .workloads()
+        .await?
+        .into_iter()
+        .find(|w| w.slug.ends_with("db-0"))
+        .expect("a workload for db-0");
+    let spec = serde_json::to_value(&db.spec)?;
+    let claims = &spec["volumeClaimTemplates"];
+    assert!(
+        claims.as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["slug"] == "data" && c["spec"]["resources"]["requests"]["storage"] == "2Gi"
+            })
+        }),
+        "{claims}"
+    );
+    let events = env.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=data-db-0",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("ProvisioningSucceeded"),
+        "{}",
+        String::from_utf8_lossy(&events.stdout)
+    );
+
     // DaemonSet: skipped, stable, saying why and which flag changes it; no churn.
     let agent = wait_labelled(&env, "app=agent", T, |p| {
         p.status
@@ -348,7 +438,7 @@ spec:
         "{live:?}"
     );
     assert!(!live.iter().any(|s| s.contains("agent")), "{live:?}");
-    assert_eq!(live.len(), 3, "web, whoami and sidecar: {live:?}");
+    assert_eq!(live.len(), 4, "web, whoami, sidecar and db-0: {live:?}");
 
     // Deleting everything leaves nothing at StackPath.
     let out = env.kubectl(&[
@@ -359,6 +449,7 @@ spec:
         "daemonset/agent",
         "pod/whoami",
         "pod/sidecar",
+        "statefulset/db",
         "--wait=true",
         "--timeout=90s",
     ]);
@@ -367,6 +458,26 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The StatefulSet's claim is kept until deleted, as Kubernetes does; then its volume goes.
+    let out = env.kubectl(&["delete", "pvc", "data-db-0", "--wait=true", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        let out = env.kubectl(&["get", "pv", pv_name, "--ignore-not-found", "-o", "name"]);
+        if out.status.success() && out.stdout.is_empty() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "volume {pv_name} was not deleted after its claim: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let deadline = Instant::now() + T;
     loop {
         let left = env.workloads().await?;
