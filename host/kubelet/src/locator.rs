@@ -15,6 +15,18 @@ pub trait PodLocator: Send + Sync + 'static {
 
     /// This node's pods as the daemon knows them (for `/pods`, `/runningpods/` and stats).
     fn pods(&self) -> Vec<Pod>;
+
+    /// The output a finished pod's container left (timestamped lines, as StackPath gives them
+    /// with `timestamps=true`), kept because its workload is gone; `Err` says why there is none.
+    fn finished_logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<bytes::Bytes, String> {
+        let _ = (namespace, pod, container);
+        Err("this node keeps no logs of finished pods".into())
+    }
 }
 
 /// A container's place on StackPath.
@@ -56,6 +68,16 @@ pub enum LocateError {
         "pod {namespace}/{pod} has no running StackPath instance yet; wait until the pod is Running"
     )]
     NoInstanceYet { namespace: String, pod: String },
+    #[error(
+        "pod {namespace}/{pod} has finished ({phase}): {why}; there is nothing to exec into or attach to"
+    )]
+    Finished {
+        namespace: String,
+        pod: String,
+        phase: String,
+        /// What ended it, in a phrase.
+        why: String,
+    },
 }
 
 impl LocateError {
@@ -63,7 +85,7 @@ impl LocateError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::PodNotFound { .. } => http::StatusCode::NOT_FOUND,
-            Self::NoSuchContainer { .. } | Self::InitContainer { .. } => {
+            Self::NoSuchContainer { .. } | Self::InitContainer { .. } | Self::Finished { .. } => {
                 http::StatusCode::BAD_REQUEST
             }
             Self::NoWorkloadYet { .. } | Self::NoInstanceYet { .. } => {

@@ -17,7 +17,7 @@ use stackpath_client::{LogOptions, LogStream};
 use tokio::sync::mpsc;
 
 use crate::exec::protocol::form_pairs;
-use crate::locator::ContainerLocation;
+use crate::locator::{ContainerLocation, LocateError};
 use crate::state::{AppState, text};
 use crate::streams::StreamGuard;
 
@@ -90,6 +90,23 @@ pub(crate) async fn handler(
     };
     let loc = match state.locator.locate(&namespace, &pod, &container) {
         Ok(l) => l,
+        Err(LocateError::Finished { phase, why, .. }) => {
+            return match state.locator.finished_logs(&namespace, &pod, &container) {
+                Ok(_) if q.previous => text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "previous terminated container {container:?} in pod {namespace}/{pod} not found: the pod has finished ({phase}) and only its last run's logs were kept; drop --previous to read them"
+                    ),
+                ),
+                Ok(kept) => plain(StatusCode::OK, kept_view(&kept, &q, Utc::now())),
+                Err(not_kept) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "pod {namespace}/{pod} has finished ({phase}): {why}; the logs of container {container:?} were not kept: {not_kept}"
+                    ),
+                ),
+            };
+        }
         Err(e) => return text(e.status(), e.to_string()),
     };
     let guard = if q.follow {
@@ -134,12 +151,50 @@ pub(crate) async fn handler(
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(pump(state, loc, q, first, stream, tx, guard));
     let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut resp = Response::new(Body::from_stream(body));
+    plain(StatusCode::OK, Body::from_stream(body))
+}
+
+fn plain(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain"),
     );
     resp
+}
+
+/// A finished container's kept output as the query asks for it: `sinceTime`/`sinceSeconds`
+/// (against the lines' timestamps), `tailLines`, `timestamps`, `limitBytes`. `follow` ends at
+/// once: the container will write nothing more.
+pub fn kept_view(kept: &[u8], q: &LogQuery, now: DateTime<Utc>) -> Bytes {
+    let since = q
+        .since_time
+        .or_else(|| q.since_seconds.map(|s| now - chrono::Duration::seconds(s)));
+    let mut lines: Vec<(Option<DateTime<Utc>>, &[u8])> = kept
+        .split_inclusive(|&b| b == b'\n')
+        .map(|l| (split_timestamp(l).0, l))
+        .filter(|(ts, _)| match (since, ts) {
+            (Some(s), Some(t)) => *t >= s,
+            _ => true,
+        })
+        .collect();
+    if let Some(n) = q.tail_lines {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        lines.drain(..lines.len().saturating_sub(n));
+    }
+    let mut out = BytesMut::new();
+    for (_, l) in lines {
+        out.extend_from_slice(if q.timestamps {
+            l
+        } else {
+            split_timestamp(l).1
+        });
+    }
+    if let Some(n) = q.limit_bytes {
+        out.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    out.freeze()
 }
 
 /// How long a piece of the log body waits for more lines: short enough that `logs -f` looks
@@ -588,6 +643,26 @@ mod tests {
         lines.feed(&long, &mut dedup, false, &mut again);
         lines.feed(b"2026-01-01T00:00:02Z y\n", &mut dedup, false, &mut again);
         assert_eq!(&again[..], b"y\n");
+    }
+
+    #[test]
+    fn kept_logs_answer_the_query_as_a_live_stream_would() {
+        let kept =
+            b"2026-12-05T10:00:00Z one\n2026-12-05T10:00:05Z two\n2026-12-05T10:00:09Z three\n";
+        let q = |s: &str| LogQuery::from_query(s).unwrap();
+        let now = t("2026-12-05T10:00:10Z").unwrap();
+        let view = |s: &str| String::from_utf8(kept_view(kept, &q(s), now).to_vec()).unwrap();
+        assert_eq!(view(""), "one\ntwo\nthree\n");
+        assert_eq!(view("follow=true"), "one\ntwo\nthree\n");
+        assert_eq!(view("tailLines=2"), "two\nthree\n");
+        assert_eq!(view("tailLines=0"), "");
+        assert_eq!(view("sinceSeconds=6"), "two\nthree\n");
+        assert_eq!(view("sinceTime=2026-12-05T10:00:06Z"), "three\n");
+        assert_eq!(
+            view("timestamps=true&tailLines=1"),
+            "2026-12-05T10:00:09Z three\n"
+        );
+        assert_eq!(view("limitBytes=6"), "one\ntw");
     }
 
     #[test]

@@ -14,12 +14,14 @@
 //! - [`events`]: Events (events.k8s.io/v1); [`reason`]: every reason the pod path gives.
 //! - [`trim`]: what is dropped from pods before caching or translating them.
 //! - [`locator`]: where a pod's container runs, for the kubelet API.
+//! - [`kept`]: the last output of finished pods' containers, whose workloads are gone.
 
 pub mod adopt;
 pub mod context;
 pub mod controller;
 pub mod decide;
 pub mod events;
+pub mod kept;
 pub mod locator;
 pub mod orphans;
 pub mod reason;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::context::Context;
 use super::decide::{self, Clock, Deletion, Step};
+use super::kept;
 use super::reason::{self, action};
 use super::status;
 use super::tracker::{self, Tracked, backoff};
@@ -371,6 +372,8 @@ async fn poll(pod: &Pod, ctx: &Context, key: &str, workload_id: &str, t: &Tracke
         .or_else(|| instances.first());
     let restart = status::RestartPolicy::of(pod);
     if let Some(done) = instance.and_then(|i| status::completion(pod, i, &ctx.host_ip)) {
+        let name = instance.and_then(|i| i.name.as_deref());
+        keep_logs(pod, ctx, key, workload_id, name).await;
         return complete(pod, ctx, key, workload_id, done).await;
     }
     let new = status::from_instance(pod, instance, &ctx.host_ip);
@@ -454,6 +457,49 @@ async fn complete(
     Ok(Action::await_change())
 }
 
+/// Reads the containers' last output before their workload is deleted, so that `kubectl logs`
+/// works on the finished pod as on a kubelet's; once per pod (a retried delete reads nothing).
+async fn keep_logs(
+    pod: &Pod,
+    ctx: &Context,
+    key: &str,
+    workload_id: &str,
+    instance_name: Option<&str>,
+) {
+    let Some(instance_name) = instance_name else {
+        return;
+    };
+    if ctx
+        .tracker
+        .get(key)
+        .is_some_and(|t| t.kept_logs().is_some())
+    {
+        return;
+    }
+    let names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| {
+            let sidecars = s
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| status::is_sidecar(c));
+            s.containers.iter().chain(sidecars).map(|c| c.name.clone())
+        })
+        .collect();
+    let kept = kept::read(
+        &ctx.stackpath,
+        ctx.tracker.kept_budget(),
+        workload_id,
+        instance_name,
+        &names,
+    )
+    .await;
+    ctx.tracker
+        .with(key, ctx.timing.fast, |t| t.logs_kept(kept));
+}
+
 /// Ends a pod before its containers did (its deadline passed): the workload is deleted and the
 /// pod Failed with `why`.
 async fn end(
@@ -465,6 +511,11 @@ async fn end(
     message: &str,
 ) -> Outcome {
     if let Some(id) = workload_id {
+        let instance_name = ctx
+            .tracker
+            .get(key)
+            .and_then(|t| t.instance_name().map(str::to_owned));
+        keep_logs(pod, ctx, key, id, instance_name.as_deref()).await;
         match ctx.stackpath.delete_workload(id).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -1239,6 +1290,34 @@ mod tests {
         assert!(live(&f).await.is_empty(), "no workload left to bill");
         assert!(reasons(&f).contains(&reason::COMPLETED.to_string()));
         assert_eq!(f.pass("default", "job").await, Action::await_change());
+
+        // `kubectl logs` still answers, from what was read before the workload went.
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        let pod = f.api.pod("default", "job").unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pod));
+        let locator = super::super::locator::Locator {
+            store,
+            ctx: f.ctx.clone(),
+        };
+        use vk_kubelet::PodLocator;
+        let e = locator.locate("default", "job", "app").unwrap_err();
+        assert!(
+            e.to_string().contains("has finished (Succeeded)")
+                && e.to_string().contains("neither restarts nor bills"),
+            "{e}"
+        );
+        let kept = locator.finished_logs("default", "job", "app").unwrap();
+        assert!(
+            String::from_utf8_lossy(&kept).contains(" done\n"),
+            "{kept:?}"
+        );
+        assert!(f.ctx.tracker.kept_budget().used() > 0);
+        f.ctx.tracker.remove("default/job");
+        assert_eq!(
+            f.ctx.tracker.kept_budget().used(),
+            0,
+            "released with the pod"
+        );
     }
 
     #[tokio::test]

@@ -6,12 +6,13 @@
 //! spreads pods created together so their polls do not arrive in bursts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::kept::{Budget, KeptLogs};
 use crate::resolve::Fingerprints;
 
 /// Per-pod memory. Keyed by `namespace/name`. Read through its accessors, changed only
@@ -44,6 +45,8 @@ pub struct Tracked {
     config_checked: Option<Instant>,
     /// Those that changed since the workload was made: it must be updated.
     config_changed: Vec<String>,
+    /// The containers' last output, read before a finished pod's workload was deleted.
+    kept_logs: Option<Arc<KeptLogs>>,
 }
 
 /// Read access.
@@ -101,6 +104,10 @@ impl Tracked {
     pub fn config_changed(&self) -> &[String] {
         &self.config_changed
     }
+    /// What was kept of a finished pod's output (its workload is gone).
+    pub fn kept_logs(&self) -> Option<&KeptLogs> {
+        self.kept_logs.as_deref()
+    }
 }
 
 /// Consecutive failures double the wait, up to this.
@@ -131,6 +138,7 @@ impl Tracked {
             config: None,
             config_checked: None,
             config_changed: Vec::new(),
+            kept_logs: None,
         }
     }
 
@@ -253,6 +261,11 @@ impl Tracked {
         self.finished = true;
     }
 
+    /// The containers' output was read before the workload is deleted at their end.
+    pub fn logs_kept(&mut self, kept: KeptLogs) {
+        self.kept_logs = Some(Arc::new(kept));
+    }
+
     /// The workload disappeared from StackPath behind the daemon's back.
     pub fn workload_gone(&mut self) {
         self.workload_id = None;
@@ -301,6 +314,8 @@ impl Pacing {
 #[derive(Debug, Default)]
 pub struct Tracker {
     pods: Mutex<HashMap<String, Tracked>>,
+    /// Memory for kept logs, released as their pods' entries are removed.
+    kept_budget: Budget,
 }
 
 pub fn key(namespace: &str, name: &str) -> String {
@@ -319,6 +334,10 @@ impl Tracker {
     pub fn get(&self, key: &str) -> Option<Tracked> {
         let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         pods.get(key).cloned()
+    }
+
+    pub fn kept_budget(&self) -> &Budget {
+        &self.kept_budget
     }
 
     pub fn remove(&self, key: &str) -> Option<Tracked> {

@@ -320,6 +320,15 @@ spec:
         .expect("terminated state");
     assert_eq!(term.exit_code, 0);
     assert_eq!(term.reason.as_deref(), Some("Completed"));
+    // Its workload is gone (nothing bills), yet its logs answer as on a kubelet: kept by the
+    // daemon, read before the workload was deleted.
+    logs_contain(&env, &["job/once"], &["job ran"]).await?;
+    logs_contain(
+        &env,
+        &["job/once", "--tail=1", "--timestamps"],
+        &["Z job ran"],
+    )
+    .await?;
 
     // Downward API: the pod's own IP, from StackPath's instance.
     let whoami = env.wait_pod("whoami", T, |p| phase(p) == "Running").await?;
@@ -363,7 +372,7 @@ spec:
         .workloads()
         .await?
         .into_iter()
-        .find(|w| w.slug.ends_with("db-0"))
+        .find(|w| w.slug.as_deref().is_some_and(|s| s.ends_with("db-0")))
         .expect("a workload for db-0");
     let spec = serde_json::to_value(&db.spec)?;
     let claims = &spec["volumeClaimTemplates"];
