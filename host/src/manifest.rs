@@ -1,6 +1,6 @@
 //! Reading Kubernetes objects from YAML or JSON, with errors that point at the line.
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
 use crate::resolve::Objects;
@@ -126,47 +126,29 @@ fn add_object(
         .unwrap_or("")
         .to_string();
     match kind.as_str() {
-        "Secret" => {
-            let s: Secret = serde_path_to_error::deserialize(item)
-                .map_err(|e| invalid(at, format!("Secret field {}: {}", e.path(), e.inner())))?;
-            let name = s.metadata.name.clone().unwrap_or_default();
-            objects.secrets.insert(name, s);
-        }
-        "ConfigMap" => {
-            let c: ConfigMap = serde_path_to_error::deserialize(item)
-                .map_err(|e| invalid(at, format!("ConfigMap field {}: {}", e.path(), e.inner())))?;
-            let name = c.metadata.name.clone().unwrap_or_default();
-            objects.config_maps.insert(name, c);
-        }
-        "PersistentVolumeClaim" => {
-            let c: PersistentVolumeClaim = serde_path_to_error::deserialize(item).map_err(|e| {
-                invalid(
-                    at,
-                    format!("PersistentVolumeClaim field {}: {}", e.path(), e.inner()),
-                )
-            })?;
-            let name = c.metadata.name.clone().unwrap_or_default();
-            objects.claims.insert(name, c);
-        }
-        "PersistentVolume" => {
-            let v: PersistentVolume = serde_path_to_error::deserialize(item).map_err(|e| {
-                invalid(
-                    at,
-                    format!("PersistentVolume field {}: {}", e.path(), e.inner()),
-                )
-            })?;
-            let name = v.metadata.name.clone().unwrap_or_default();
-            objects.volumes.insert(name, v);
-        }
-        other => {
-            return Err(invalid(
-                at,
-                format!(
-                    "kind `{other}`: --objects takes only Secrets, ConfigMaps, \
-                     PersistentVolumeClaims and PersistentVolumes"
-                ),
-            ));
-        }
+        "Secret" => insert(&mut objects.secrets, item, &kind, at),
+        "ConfigMap" => insert(&mut objects.config_maps, item, &kind, at),
+        "PersistentVolumeClaim" => insert(&mut objects.claims, item, &kind, at),
+        "PersistentVolume" => insert(&mut objects.volumes, item, &kind, at),
+        other => Err(invalid(
+            at,
+            format!(
+                "kind `{other}`: --objects takes only Secrets, ConfigMaps, \
+                 PersistentVolumeClaims and PersistentVolumes"
+            ),
+        )),
     }
+}
+
+/// Parses one object of `kind` (naming the field that does not fit) into `into`, by name.
+fn insert<K: kube::Resource + serde::de::DeserializeOwned>(
+    into: &mut std::collections::BTreeMap<String, K>,
+    item: serde_json::Value,
+    kind: &str,
+    at: &str,
+) -> Result<(), ManifestError> {
+    let o: K = serde_path_to_error::deserialize(item)
+        .map_err(|e| invalid(at, format!("{kind} field {}: {}", e.path(), e.inner())))?;
+    into.insert(o.meta().name.clone().unwrap_or_default(), o);
     Ok(())
 }
