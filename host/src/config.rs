@@ -38,8 +38,11 @@ pub struct StackPathSettings {
     pub stack_id: String,
     pub client_id: String,
     pub client_secret: Secret,
-    /// Upper case, as StackPath's location API spells it (`DFW`).
+    /// Upper case, as StackPath's location API spells it (`DFW`): the first of `city_codes`.
     pub city_code: String,
+    /// Every city the daemon serves, upper case, in the order given (`SP_CITY_CODE=DFW,LAX`);
+    /// at least one, none twice.
+    pub city_codes: Vec<String>,
     pub api_host: String,
     pub ca_file: Option<PathBuf>,
 }
@@ -115,14 +118,19 @@ impl StackPathSettings {
                 "client_secret",
             ));
         }
-        match &city_code {
-            None => problems.push(missing("the city code", "SP_CITY_CODE", "city_code")),
-            Some(c) if !valid_city_code(c) => problems.push(format!(
-                "SP_CITY_CODE `{c}` is not a city code: use StackPath's code of a location, \
-                 letters only, e.g. DFW or LAX"
-            )),
-            Some(_) => {}
-        }
+        let city_codes = match &city_code {
+            None => {
+                problems.push(missing("the city code", "SP_CITY_CODE", "city_code"));
+                Vec::new()
+            }
+            Some(list) => match city_list(list) {
+                Ok(cities) => cities,
+                Err(e) => {
+                    problems.push(e);
+                    Vec::new()
+                }
+            },
+        };
         if let Err(e) = stackpath_client::parse_api_host(&api_host) {
             problems.push(format!("SP_API_HOST `{api_host}`: {e}"));
         }
@@ -141,7 +149,8 @@ impl StackPathSettings {
             stack_id: stack_id.unwrap_or_default(),
             client_id: client_id.unwrap_or_default(),
             client_secret: Secret::new(client_secret.unwrap_or_default()),
-            city_code: city_code.unwrap_or_default().to_uppercase(),
+            city_code: city_codes[0].clone(),
+            city_codes,
             api_host,
             ca_file,
         })
@@ -181,11 +190,75 @@ fn valid_city_code(c: &str) -> bool {
     (2..=8).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic())
 }
 
-/// The node's name: `--nodename`, else the Go provider's default with the city appended.
+/// `SP_CITY_CODE`: one city code or several, comma-separated; upper-cased, order kept.
+pub fn city_list(value: &str) -> Result<Vec<String>, String> {
+    let mut cities: Vec<String> = Vec::new();
+    for c in value.split(',').map(str::trim) {
+        if !valid_city_code(c) {
+            return Err(format!(
+                "SP_CITY_CODE `{value}`: `{c}` is not a city code; use StackPath's codes of \
+                 locations, letters only, comma-separated, e.g. DFW or DFW,LAX"
+            ));
+        }
+        let c = c.to_uppercase();
+        if cities.contains(&c) {
+            return Err(format!(
+                "SP_CITY_CODE `{value}` names {c} twice; name each city once"
+            ));
+        }
+        cities.push(c);
+    }
+    Ok(cities)
+}
+
+/// The environment with some variables replaced (flags that override `SP_*` variables).
+pub struct Overridden<'a> {
+    pub base: &'a dyn Environment,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Environment for Overridden<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .cloned()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.base.var(name))
+    }
+}
+
+/// A city's node name from `--nodename`, read as a template: `{city}` is replaced by the
+/// lower-case city code. A name without `{city}` gets `-<city>` appended, as the Go provider
+/// did (`edge` → `edge-dfw`), unless it already ends so (vk-stackpath 0.1 used the flag as
+/// is, and its manifests pass `stackpath-edge-provider-dfw`). Default: the Go provider's
+/// `stackpath-edge-provider-<city>`.
 pub fn node_name(flag: Option<&str>, city_code: &str) -> String {
+    let city = city_code.to_lowercase();
     match flag {
-        Some(n) => n.to_owned(),
-        None => format!("stackpath-edge-provider-{}", city_code.to_lowercase()),
+        None => format!("stackpath-edge-provider-{city}"),
+        Some(t) if t.contains("{city}") => t.replace("{city}", &city),
+        Some(n) if n.ends_with(&format!("-{city}")) => n.to_owned(),
+        Some(n) => format!("{n}-{city}"),
+    }
+}
+
+/// Why `name` cannot be a node's name (it is also its `kubernetes.io/hostname` label value,
+/// so at most 63 characters of a DNS label), if it cannot.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name `{name}` is not a DNS label (lower-case letters, digits and `-`, at most \
+             63 characters): change --nodename"
+        ))
     }
 }
 
@@ -297,6 +370,52 @@ mod tests {
     #[test]
     fn node_name_default_matches_go_provider() {
         assert_eq!(node_name(None, "DFW"), "stackpath-edge-provider-dfw");
-        assert_eq!(node_name(Some("edge-1"), "DFW"), "edge-1");
+        // The Go provider appended the city to whatever --nodename it was given.
+        assert_eq!(node_name(Some("edge"), "DFW"), "edge-dfw");
+        // Names vk-stackpath 0.1 deployments pass keep working.
+        assert_eq!(
+            node_name(Some("stackpath-edge-provider-dfw"), "DFW"),
+            "stackpath-edge-provider-dfw"
+        );
+        assert_eq!(node_name(Some("vk-{city}-edge"), "LAX"), "vk-lax-edge");
+        assert!(check_node_name("edge-dfw").is_ok());
+        for bad in ["Edge-dfw", "-dfw", &"x".repeat(64), "a_b"] {
+            assert!(
+                check_node_name(bad).unwrap_err().contains("--nodename"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_cities() {
+        let base = env(&[
+            ("SP_STACK_ID", "s"),
+            ("SP_CLIENT_ID", "i"),
+            ("SP_CLIENT_SECRET", "x"),
+            ("SP_CITY_CODE", "dfw, lax,AMS"),
+        ]);
+        let s = StackPathSettings::load(&base).unwrap();
+        assert_eq!(s.city_codes, ["DFW", "LAX", "AMS"]);
+        assert_eq!(s.city_code, "DFW");
+        // A flag replaces the variable.
+        let flagged = Overridden {
+            base: &base,
+            vars: BTreeMap::from([("SP_CITY_CODE".into(), "SEA".into())]),
+        };
+        assert_eq!(
+            StackPathSettings::load(&flagged).unwrap().city_codes,
+            ["SEA"]
+        );
+        for (bad, needle) in [
+            ("DFW,DFW", "twice"),
+            ("DFW,,LAX", "``"),
+            ("DFW;LAX", "DFW;LAX"),
+        ] {
+            let mut e = base.clone();
+            e.insert("SP_CITY_CODE".into(), bad.into());
+            let err = StackPathSettings::load(&e).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 }

@@ -8,12 +8,15 @@
 //! under a child token that losing the lease cancels too; every task of a term is in the term's
 //! [`TaskTracker`] and stops when its token is cancelled.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
 use stackpath_client::RateLimit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,10 +31,18 @@ use crate::pods::{self, Context, Timing};
 use crate::policy::Limits;
 use crate::translation::Placement;
 
+/// One city the daemon serves: its node and that node's kubelet API.
+pub struct CityNode {
+    pub node: NodeSettings,
+    /// The kubelet API (logs, exec, stats) of this node, on a port of its own.
+    pub kubelet: vk_kubelet::KubeletConfig,
+}
+
 /// Everything `run` needs, already validated by the CLI.
 pub struct DaemonConfig {
     pub stackpath: StackPathSettings,
-    pub node: NodeSettings,
+    /// One per city, in the order given (SP_CITY_CODE); at least one.
+    pub cities: Vec<CityNode>,
     pub policy_path: Option<PathBuf>,
     pub limits: Limits,
     pub workers: u16,
@@ -45,8 +56,6 @@ pub struct DaemonConfig {
     pub provision_volumes: bool,
     /// How often the policy file is checked for changes.
     pub policy_reload: Duration,
-    /// The kubelet API (logs, exec, stats).
-    pub kubelet: vk_kubelet::KubeletConfig,
     /// How config volumes (configMap, secret, …) reach the containers.
     pub config_volumes: crate::materialize::ConfigVolumes,
 }
@@ -71,8 +80,12 @@ pub enum DaemonError {
         #[source]
         source: stackpath_client::Error,
     },
-    #[error("SP_CITY_CODE `{city}` is not a StackPath location; known city codes: {known}")]
-    UnknownCity { city: String, known: String },
+    #[error("SP_CITY_CODE {city} not a StackPath location; known city codes: {known}")]
+    UnknownCity {
+        /// The cities, quoted, with their verb: "`XYZ` is" or "`XYZ`, `ABC` are".
+        city: String,
+        known: String,
+    },
     #[error(
         "SP_STACK_ID `{stack}` is not a stack these credentials may use: check the stack id (its \
          slug or UUID) in the StackPath portal"
@@ -99,11 +112,12 @@ pub enum DaemonError {
     },
 }
 
-/// Checks the credentials, the stack and the city against StackPath, naming what is wrong.
+/// Checks the credentials, the stack and the cities against StackPath, naming what is wrong;
+/// gives each city's StackPath region code (where the location names one).
 pub async fn check_stackpath(
     client: &stackpath_client::Client,
     settings: &StackPathSettings,
-) -> Result<(), DaemonError> {
+) -> Result<BTreeMap<String, String>, DaemonError> {
     use stackpath_client::Error as E;
     let locations = client.list_all_locations().await.map_err(|e| match e {
         E::Unauthorized { .. } => DaemonError::Credentials {
@@ -119,15 +133,30 @@ pub async fn check_stackpath(
         .iter()
         .filter_map(|l| l.city_code.clone())
         .collect();
-    if !known
+    let unknown: Vec<&str> = settings
+        .city_codes
         .iter()
-        .any(|c| c.eq_ignore_ascii_case(&settings.city_code))
-    {
+        .filter(|city| !known.iter().any(|c| c.eq_ignore_ascii_case(city)))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
         return Err(DaemonError::UnknownCity {
-            city: settings.city_code.clone(),
+            city: format!(
+                "`{}` {}",
+                unknown.join("`, `"),
+                if unknown.len() == 1 { "is" } else { "are" }
+            ),
             known: known.join(", "),
         });
     }
+    let regions = locations
+        .iter()
+        .filter_map(|l| {
+            let city = l.city_code.as_ref()?.to_uppercase();
+            let region = l.region_code.as_ref().or(l.region.as_ref())?;
+            Some((city, label_value(region)?))
+        })
+        .collect();
     let page = stackpath_client::model::PageRequest {
         first: Some(1),
         ..Default::default()
@@ -139,7 +168,23 @@ pub async fn check_stackpath(
         },
         other => DaemonError::ListWorkloads(other),
     })?;
-    Ok(())
+    Ok(regions)
+}
+
+/// `value` as a label value (`North America` → `North-America`), if it can be one.
+fn label_value(value: &str) -> Option<String> {
+    let v: String = value
+        .trim()
+        .chars()
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect();
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    ok.then_some(v)
 }
 
 /// Builds the StackPath client the daemon uses (metrics observer, rate limit).
@@ -173,7 +218,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(
-    config: DaemonConfig,
+    mut config: DaemonConfig,
     kube: kube::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
@@ -186,7 +231,8 @@ pub async fn run(
         }
     });
     let metrics = Arc::new(Metrics::new());
-    let readiness = Readiness::new(metrics.clone());
+    let nodes: Vec<String> = config.cities.iter().map(|c| c.node.name.clone()).collect();
+    let readiness = Readiness::new(metrics.clone(), &nodes);
     let servers = TaskTracker::new();
     if let Some(addr) = config.metrics_addr {
         let local = health::serve(addr, readiness.clone(), &servers, root.clone()).await?;
@@ -197,8 +243,15 @@ pub async fn run(
             .run_until_cancelled_owned(readiness.clone().follow_kubelet()),
     );
     let client = stackpath_client(&config.stackpath, metrics.clone(), config.rate_limit)?;
-    check_stackpath(&client, &config.stackpath).await?;
-    probe_console(&config.kubelet.console).await;
+    let regions = check_stackpath(&client, &config.stackpath).await?;
+    for city in &mut config.cities {
+        city.node.region = regions.get(&city.node.city_code).cloned();
+    }
+    announce_cities(&config);
+    if let Some(first) = config.cities.first() {
+        // One console for every city: the settings are the daemon's.
+        probe_console(&first.kubelet.console).await;
+    }
     metrics.stackpath_ok();
     let policy = Arc::new(ActivePolicy::load(
         config.policy_path.clone(),
@@ -222,6 +275,30 @@ pub async fn run(
         tracing::warn!("the metrics server or the policy watch did not stop in time");
     }
     result
+}
+
+/// Says at start which cities this daemon serves, and what happens to one left out.
+fn announce_cities(config: &DaemonConfig) {
+    for city in &config.cities {
+        tracing::info!(
+            city = city.node.city_code,
+            node = city.node.name,
+            region = city.node.region.as_deref().unwrap_or("-"),
+            kubelet = %city.kubelet.listen,
+            "serving city"
+        );
+    }
+    let cities: Vec<&str> = config
+        .cities
+        .iter()
+        .map(|c| c.node.city_code.as_str())
+        .collect();
+    tracing::info!(
+        cities = cities.join(","),
+        "a city left out of SP_CITY_CODE/--city-code is not drained: its Node stays (NotReady \
+         once its lease runs out) and its pods and StackPath workloads stay until you delete \
+         them; naming the city again resumes it, its workloads adopted"
+    );
 }
 
 /// Leadership terms, one after another, until shutdown: without `--leader-elect` one term
@@ -270,9 +347,9 @@ async fn lead(
             // whatever it was creating.
         };
         term.cancel();
-        readiness.set_acting(false);
+        readiness.reset_acting();
         match lost {
-            Some(lost) => tracing::warn!("stopped acting for the node ({lost}); standing by"),
+            Some(lost) => tracing::warn!("stopped acting for the nodes ({lost}); standing by"),
             None => {
                 if let Some(elector) = elector.as_mut() {
                     elector.release().await;
@@ -283,8 +360,10 @@ async fn lead(
     }
 }
 
-/// One leadership term: the node, adoption, the pod controller, the kubelet API and the
-/// background loops, until `term` is cancelled (shutdown); then the node is marked NotReady.
+/// One leadership term: every city's node, until `term` is cancelled (shutdown). The cities
+/// share the StackPath client (token, rate limit: each city a lane of its own), the policy and
+/// the lease; a city's fatal error (its workloads cannot be listed) ends the term for all, as
+/// it would end a daemon of that one city.
 async fn act(
     config: &DaemonConfig,
     kube: &kube::Client,
@@ -294,20 +373,63 @@ async fn act(
     readiness: &Readiness,
     term: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let node = node::register(kube.clone(), config.node.clone(), metrics.clone()).await?;
+    let gauged = Gauged::default();
+    let gauges = tokio::spawn(gauges(gauged.clone(), metrics.clone()));
+    let several = config.cities.len() > 1;
+    let cities = config.cities.iter().map(|city| {
+        let term = term.clone();
+        // A daemon of one city keeps the client's own lane: nothing to be fair to.
+        let client = if several {
+            client.for_lane(&city.node.city_code)
+        } else {
+            client.clone()
+        };
+        let gauged = gauged.clone();
+        async move {
+            let acted = act_city(
+                config, city, kube, &client, policy, metrics, readiness, &term, &gauged,
+            )
+            .await;
+            if acted.is_err() {
+                term.cancel();
+            }
+            acted
+        }
+    });
+    let acted = futures::future::join_all(cities).await;
+    gauges.abort();
+    acted.into_iter().collect()
+}
+
+/// One city's node for the term: the node, adoption, the pod controller, the kubelet API and
+/// the background loops, until `term` is cancelled; then the node is marked NotReady.
+#[allow(clippy::too_many_arguments)]
+async fn act_city(
+    config: &DaemonConfig,
+    city: &CityNode,
+    kube: &kube::Client,
+    client: &stackpath_client::Client,
+    policy: &Arc<ActivePolicy>,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+    term: &CancellationToken,
+    gauged: &Gauged,
+) -> Result<(), DaemonError> {
+    let term = term.clone();
+    let node = node::register(kube.clone(), city.node.clone(), metrics.clone()).await?;
     let ctx = Arc::new(Context {
         kube: kube.clone(),
         stackpath: client.clone(),
         policy: policy.clone(),
         placement: Placement {
-            node_name: config.node.name.clone(),
-            city_code: config.stackpath.city_code.clone(),
+            node_name: city.node.name.clone(),
+            city_code: city.node.city_code.clone(),
             stack_id: config.stackpath.stack_id.clone(),
-            host_ip: config.node.internal_ip.clone(),
+            host_ip: city.node.internal_ip.clone(),
             config_volumes: config.config_volumes.clone(),
         },
-        host_ip: config.node.internal_ip.clone(),
-        events: pods::events::Events::new(kube.clone(), &config.node.name),
+        host_ip: city.node.internal_ip.clone(),
+        events: pods::events::Events::new(kube.clone(), &city.node.name),
         tracker: pods::tracker::Tracker::default(),
         timing: config.timing,
         metrics: metrics.clone(),
@@ -320,6 +442,7 @@ async fn act(
         match pods::adopt::adopt(&ctx).await {
             Ok(n) => {
                 tracing::info!(
+                    node = city.node.name,
                     workloads = n,
                     "existing workloads of this node matched to their pods"
                 );
@@ -327,6 +450,7 @@ async fn act(
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(
+                    node = city.node.name,
                     error = %e,
                     retry_in = ?wait,
                     "cannot list this node's existing workloads yet; no pod is acted on until then"
@@ -347,7 +471,7 @@ async fn act(
             }
         }
     }
-    let controller = pods::controller::controller(kube.clone(), &config.node.name);
+    let controller = pods::controller::controller(kube.clone(), &city.node.name);
     let store = controller.store();
     let tasks = TaskTracker::new();
     let locator = Arc::new(pods::locator::Locator {
@@ -358,25 +482,26 @@ async fn act(
     // must not hold up the pods.
     tasks.spawn({
         let (kubelet, sp, kube, term) = (
-            config.kubelet.clone(),
+            city.kubelet.clone(),
             client.clone(),
             kube.clone(),
             term.clone(),
         );
-        let health = readiness.kubelet().clone();
+        let health = readiness.kubelet(&city.node.name);
+        let node = city.node.name.clone();
         async move {
             // An error is a setting that cannot work (the health says so in /readyz too);
             // everything else is retried inside until the term ends.
             let stopped = term.cancelled_owned();
             if let Err(e) = vk_kubelet::serve(kubelet, locator, sp, kube, health, stopped).await {
-                tracing::error!(error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
+                tracing::error!(node, error = %e, "the kubelet API stopped: kubectl logs and exec will not work");
             }
         }
     });
     if config.provision_volumes {
         tasks.spawn(crate::provisioner::run(
             kube.clone(),
-            config.node.name.clone(),
+            city.node.name.clone(),
             term.clone().cancelled_owned(),
         ));
     }
@@ -387,8 +512,11 @@ async fn act(
             store.clone(),
             Duration::from_secs(2),
         )),
-        tokio::spawn(gauges(ctx.clone(), store)),
     ];
+    gauged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((ctx.clone(), store));
     for task in background {
         let term = term.clone();
         tasks.spawn(async move {
@@ -398,7 +526,7 @@ async fn act(
     }
     readiness.set_acting(true);
     tracing::info!(
-        node = config.node.name,
+        node = city.node.name,
         workers = config.workers,
         "watching pods"
     );
@@ -410,35 +538,43 @@ async fn act(
     )
     .await;
     readiness.set_acting(false);
+    // However the pod controller ended, the term ends with it, for every city.
     term.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("the kubelet API did not stop in time");
+        tracing::warn!(
+            node = city.node.name,
+            "the kubelet API did not stop in time"
+        );
     }
     node.stop().await;
     Ok(())
 }
 
-/// Pods by phase and tracked pods, every 10 s.
-async fn gauges(
-    ctx: Arc<Context>,
-    store: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Pod>,
-) {
+/// Each city's pod context and pod cache, for the gauges.
+type Gauged = Arc<std::sync::Mutex<Vec<(Arc<Context>, Store<Pod>)>>>;
+
+/// Pods by phase and tracked pods of all cities, every 10 s.
+async fn gauges(gauged: Gauged, metrics: Arc<Metrics>) {
     loop {
-        let mut by_phase: std::collections::BTreeMap<String, i64> = Default::default();
-        for p in store.state() {
-            let phase = p
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_else(|| "Pending".into());
-            *by_phase.entry(phase).or_default() += 1;
+        let mut by_phase: BTreeMap<String, i64> = Default::default();
+        let mut tracked = 0;
+        for (ctx, store) in gauged.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for p in store.state() {
+                let phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| "Pending".into());
+                *by_phase.entry(phase).or_default() += 1;
+            }
+            tracked += ctx.tracker.len();
         }
         let v: Vec<_> = by_phase.into_iter().collect();
-        ctx.metrics.set_pods(&v, ctx.tracker.len());
+        metrics.set_pods(&v, tracked);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }

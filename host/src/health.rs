@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -42,9 +42,10 @@ pub enum Role {
 struct Inner {
     metrics: Arc<Metrics>,
     standby: AtomicBool,
-    acting: AtomicBool,
-    /// The kubelet API's own account of whether it serves.
-    kubelet: vk_kubelet::Health,
+    /// Cities whose node is registered and whose pods are watched.
+    acting: AtomicUsize,
+    /// Each node's kubelet API's own account of whether it serves, by node name.
+    kubelets: Vec<(String, vk_kubelet::Health)>,
 }
 
 /// The daemon's readiness, shared by the parts that change it and the probe that reads it.
@@ -52,38 +53,68 @@ struct Inner {
 pub struct Readiness(Arc<Inner>);
 
 impl Readiness {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// Readiness of a daemon serving these nodes (one per city).
+    pub fn new(metrics: Arc<Metrics>, nodes: &[String]) -> Self {
         Self(Arc::new(Inner {
             metrics,
             standby: AtomicBool::new(false),
-            acting: AtomicBool::new(false),
-            kubelet: vk_kubelet::Health::new(),
+            acting: AtomicUsize::new(0),
+            kubelets: nodes
+                .iter()
+                .map(|n| (n.clone(), vk_kubelet::Health::new()))
+                .collect(),
         }))
     }
 
-    /// The kubelet API's health, which `vk_kubelet::serve` keeps current.
-    pub fn kubelet(&self) -> &vk_kubelet::Health {
-        &self.0.kubelet
+    /// The health of `node`'s kubelet API, which `vk_kubelet::serve` keeps current.
+    pub fn kubelet(&self, node: &str) -> vk_kubelet::Health {
+        self.0
+            .kubelets
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, h)| h.clone())
+            // Not one of the nodes given at start: a health nobody reads.
+            .unwrap_or_default()
     }
 
-    /// Logs every change of the kubelet API's state and keeps its gauges current, until the
-    /// process ends.
+    /// Logs every change of each kubelet API's state and keeps the gauges current (the
+    /// worst state of all nodes), until the process ends.
     pub async fn follow_kubelet(self) {
-        let mut rx = self.0.kubelet.subscribe();
-        loop {
-            let state = rx.borrow_and_update().clone();
-            self.0.metrics.set_kubelet_state(&state);
-            match &state {
-                vk_kubelet::HealthState::Serving { .. } | vk_kubelet::HealthState::Starting => {
-                    tracing::info!("kubelet API: {state}")
+        let several = self.0.kubelets.len() > 1;
+        let follow = self.0.kubelets.iter().map(|(node, health)| {
+            let mut rx = health.subscribe();
+            let this = self.clone();
+            async move {
+                loop {
+                    let state = rx.borrow_and_update().clone();
+                    this.0.metrics.set_kubelet_state(&this.worst_kubelet());
+                    let node = if several { node.as_str() } else { "" };
+                    match &state {
+                        vk_kubelet::HealthState::Serving { .. }
+                        | vk_kubelet::HealthState::Starting
+                        | vk_kubelet::HealthState::Stopped => {
+                            tracing::info!(node, "kubelet API: {state}")
+                        }
+                        _ => tracing::warn!(node, "kubelet API: {state}"),
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
                 }
-                vk_kubelet::HealthState::Stopped => tracing::info!("kubelet API: {state}"),
-                _ => tracing::warn!("kubelet API: {state}"),
             }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
+        });
+        futures::future::join_all(follow).await;
+    }
+
+    /// The state of the first node whose kubelet API does not serve, else the first one's.
+    fn worst_kubelet(&self) -> vk_kubelet::HealthState {
+        let states: Vec<_> = self.0.kubelets.iter().map(|(_, h)| h.state()).collect();
+        states
+            .iter()
+            .find(|s| !matches!(s, vk_kubelet::HealthState::Serving { .. }))
+            .or(states.first())
+            .cloned()
+            .unwrap_or(vk_kubelet::HealthState::Starting)
     }
 
     pub fn set_role(&self, role: Role) {
@@ -93,9 +124,21 @@ impl Readiness {
         self.0.metrics.set_leader(role == Role::Leader);
     }
 
-    /// The node is registered and the pod controller runs (or no longer does).
+    /// One city's node is registered and its pod controller runs (or no longer does).
     pub fn set_acting(&self, acting: bool) {
-        self.0.acting.store(acting, Ordering::Relaxed);
+        if acting {
+            self.0.acting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .0
+                .acting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// No city acts (a leadership term ended).
+    pub fn reset_acting(&self) {
+        self.0.acting.store(0, Ordering::Relaxed);
     }
 
     /// `Ok(what)` when ready, else every reason it is not.
@@ -105,11 +148,22 @@ impl Readiness {
             return Ok("standby: another replica leads");
         }
         let mut problems = Vec::new();
-        if !inner.acting.load(Ordering::Relaxed) {
-            problems.push("starting: the node is not registered and watching pods yet".into());
+        let (acting, nodes) = (inner.acting.load(Ordering::Relaxed), inner.kubelets.len());
+        if acting < nodes.max(1) {
+            problems.push(if nodes > 1 {
+                format!("starting: {acting} of {nodes} nodes are registered and watching pods")
+            } else {
+                "starting: the node is not registered and watching pods yet".into()
+            });
         }
-        if let Err(why) = inner.kubelet.readiness() {
-            problems.push(why);
+        for (node, health) in &inner.kubelets {
+            if let Err(why) = health.readiness() {
+                problems.push(if nodes > 1 {
+                    format!("node {node}: {why}")
+                } else {
+                    why
+                });
+            }
         }
         if let Some((failing, why)) = inner.metrics.stackpath_failing()
             && failing >= STACKPATH_GRACE
@@ -183,7 +237,7 @@ mod tests {
     #[test]
     fn readiness_names_every_problem_and_standby_is_ready() {
         let m = Arc::new(Metrics::new());
-        let r = Readiness::new(m.clone());
+        let r = Readiness::new(m.clone(), &["edge-dfw".into()]);
         r.set_role(Role::Leader);
         let problems = r.check().unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -202,5 +256,22 @@ mod tests {
         assert!(m.encode().contains("vk_stackpath_leader 0"));
         r.set_role(Role::Leader);
         assert!(r.check().is_err());
+    }
+
+    #[test]
+    fn several_nodes_are_ready_when_all_are() {
+        let m = Arc::new(Metrics::new());
+        let r = Readiness::new(m, &["edge-dfw".into(), "edge-lax".into()]);
+        r.set_role(Role::Leader);
+        r.set_acting(true);
+        let problems = r.check().unwrap_err();
+        assert!(problems[0].contains("1 of 2 nodes"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("node edge-lax:")),
+            "{problems:?}"
+        );
+        r.set_acting(true);
+        r.reset_acting();
+        assert!(r.check().unwrap_err()[0].contains("0 of 2"));
     }
 }

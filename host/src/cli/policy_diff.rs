@@ -109,7 +109,7 @@ impl DiffArgs {
             base: env,
             city_code: self.city_code.clone(),
             stack_id: self.stack_id.clone(),
-            node_city,
+            node_city: node_city.clone(),
         };
         let settings = StackPathSettings::load(&env).map_err(|e| {
             format!(
@@ -121,9 +121,27 @@ impl DiffArgs {
                 )
             )
         })?;
+        // A daemon of several cities (SP_CITY_CODE=DFW,LAX): the node's own city.
+        let city_code = match (&settings.city_codes[..], &node_city) {
+            ([one], _) => one.clone(),
+            (several, Some(zone)) if several.iter().any(|c| c.eq_ignore_ascii_case(zone)) => {
+                zone.to_uppercase()
+            }
+            (several, _) => {
+                return Err(format!(
+                    "SP_CITY_CODE names several cities ({}): pick one with --city-code, or name \
+                     the node with --node",
+                    several.join(", ")
+                ));
+            }
+        };
         Ok(Placement {
-            node_name: config::node_name(self.node.as_deref(), &settings.city_code),
-            city_code: settings.city_code,
+            // --node names the node itself, not a --nodename template.
+            node_name: self
+                .node
+                .clone()
+                .unwrap_or_else(|| config::node_name(None, &city_code)),
+            city_code,
             stack_id: settings.stack_id,
             // As `run` declares it: the pods' status.hostIP.
             host_ip: env
@@ -308,5 +326,19 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("SP_CLIENT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_daemon_of_several_cities_takes_the_city_of_the_node() {
+        let e = env(&[("SP_CITY_CODE", "DFW,LAX"), ("SP_STACK_ID", "s")]);
+        let p = args(&["--node", "stackpath-edge-provider-lax"])
+            .placement(&e, Some("LAX".into()))
+            .unwrap();
+        assert_eq!(
+            (p.node_name.as_str(), p.city_code.as_str()),
+            ("stackpath-edge-provider-lax", "LAX")
+        );
+        let err = args(&[]).placement(&e, None).unwrap_err();
+        assert!(err.contains("DFW, LAX") && err.contains("--node"), "{err}");
     }
 }

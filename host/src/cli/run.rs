@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use vk_stackpath::config::{self, ProcessEnv, StackPathSettings};
-use vk_stackpath::daemon::{self, DaemonConfig};
+use vk_stackpath::daemon::{self, CityNode, DaemonConfig};
 use vk_stackpath::leader::Election;
 use vk_stackpath::node::NodeSettings;
 use vk_stackpath::pods::Timing;
@@ -19,23 +19,31 @@ use super::{PolicyArgs, parse_duration};
 
 #[derive(Args)]
 #[command(after_help = "Environment (as the Go provider read it):\n  \
-  SP_STACK_ID, SP_CLIENT_ID, SP_CLIENT_SECRET, SP_CITY_CODE   StackPath credentials and city (required)\n  \
+  SP_STACK_ID, SP_CLIENT_ID, SP_CLIENT_SECRET, SP_CITY_CODE   StackPath credentials and city (required;\n                     several cities comma-separated, DFW,LAX: one node each)\n  \
   SP_API_HOST        API host [default: gateway.stackpath.com]\n  \
   SP_CONFIG_LOCATION a YAML file with the same keys in lower case; the variables override it\n  \
   SP_CA_FILE         extra CA certificates (PEM) trusted for the API\n  \
-  KUBELET_PORT       port of the kubelet API [default: 10250]\n  \
+  KUBELET_PORT       port of the kubelet API [default: 10250]; with several cities, the first\n                     city's, the next ones' counting up from it\n  \
   VKUBELET_POD_IP    the node's InternalIP (the daemon pod's IP)\n  \
   KUBECONFIG         when not running in a cluster\n\n\
 Examples:\n  \
   SP_STACK_ID=my-stack SP_CLIENT_ID=… SP_CLIENT_SECRET=… SP_CITY_CODE=DFW vk-stackpath run\n  \
+  vk-stackpath run --city-code DFW --city-code LAX --nodename 'edge-{city}'\n  \
   vk-stackpath run --kubeconfig ~/.kube/config --policy /etc/vk-stackpath/policy.wasm --leader-elect")]
 pub struct RunArgs {
     /// kubeconfig file; in-cluster configuration or $KUBECONFIG when absent.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Node name [default: stackpath-edge-provider-<city code>].
+    /// Node name, one per city: `{city}` is replaced by the lower-case city code; a name
+    /// without it gets `-<city>` appended, as the Go provider did (`edge` → `edge-dfw`),
+    /// unless it already ends so [default: stackpath-edge-provider-{city}].
     #[arg(long)]
     nodename: Option<String>,
+    /// A StackPath city to serve, one node each (repeatable; replaces SP_CITY_CODE, which
+    /// takes the same as a comma-separated list). All cities share the token, the rate limit
+    /// (taking turns once it is spent), the console settings and the policy.
+    #[arg(long = "city-code", value_name = "CITY")]
+    city_codes: Vec<String>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Policy calls that run at once (more wait). Each may use up to --policy-memory-mib, so
@@ -49,7 +57,8 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz here; `off` to disable.
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_addr: String,
-    /// Port of the kubelet API declared in the Node.
+    /// Port of the kubelet API declared in the Node; with several cities, the first city's,
+    /// and each next city's one more (one listener and serving certificate per node).
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     kubelet_port: u16,
     /// The node's InternalIP.
@@ -252,7 +261,14 @@ fn identity() -> String {
 impl RunArgs {
     fn config(&self) -> Result<DaemonConfig, String> {
         let mut problems = Vec::new();
-        let stackpath = match StackPathSettings::load(&ProcessEnv) {
+        let env = config::Overridden {
+            base: &ProcessEnv,
+            vars: (!self.city_codes.is_empty())
+                .then(|| ("SP_CITY_CODE".to_owned(), self.city_codes.join(",")))
+                .into_iter()
+                .collect(),
+        };
+        let stackpath = match StackPathSettings::load(&env) {
             Ok(s) => Some(s),
             Err(e) => {
                 problems.extend(e.0);
@@ -343,23 +359,17 @@ impl RunArgs {
                 "127.0.0.1".into()
             }
         };
-        let name = config::node_name(self.nodename.as_deref(), &stackpath.city_code);
-        let node = NodeSettings {
-            name: name.clone(),
-            city_code: stackpath.city_code.clone(),
-            internal_ip,
-            kubelet_port: self.kubelet_port,
-            cpu: self.node_cpu.clone(),
-            memory: self.node_memory.clone(),
-            pods: self.node_pods.clone(),
-            storage: self.node_storage.clone(),
-            taint: (!self.disable_taint).then(|| NodeSettings::default_taint(&self.taint_effect)),
-            kubelet_version: format!("v{}", vk_stackpath::VERSION),
-            extra_labels: self.node_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-        };
+        let cities = self.cities(&stackpath, &internal_ip, node_ip)?;
+        // One Lease for the daemon's set of cities, named after the node of the first city
+        // in alphabetical order, so replicas given the same cities in any order share it.
+        let lease_node = cities
+            .iter()
+            .min_by(|a, b| a.node.city_code.cmp(&b.node.city_code))
+            .map(|c| c.node.name.clone())
+            .unwrap_or_default();
         let election = self.leader_elect.then(|| Election {
             namespace: self.leader_elect_namespace.clone(),
-            name: format!("vk-stackpath-{name}"),
+            name: format!("vk-stackpath-{lease_node}"),
             identity: self.leader_elect_identity.clone().unwrap_or_else(identity),
             lease_duration: self.leader_elect_lease_duration,
             renew_deadline: self.leader_elect_renew_deadline,
@@ -370,6 +380,112 @@ impl RunArgs {
                 "the daemon cannot start; fix these settings:\n  - {e}"
             ));
         }
+        let mut limits = self.policy.limits();
+        limits.max_concurrent = self.policy_concurrency;
+        Ok(DaemonConfig {
+            stackpath,
+            cities,
+            policy_path: self.policy.policy.clone(),
+            limits,
+            workers: self.pod_sync_workers,
+            timing: Timing {
+                fast: self.status_fast_interval,
+                settled: self.status_settled_interval,
+                orphan_grace: self.orphan_grace,
+                sweep_interval: self
+                    .orphan_grace
+                    .clamp(Duration::from_secs(5), Duration::from_secs(60)),
+                completion: self.status_completion_interval,
+            },
+            daemonset_pods: match self.daemonset_pods.as_str() {
+                "run" => DaemonSetPods::Run,
+                _ => DaemonSetPods::Skip,
+            },
+            provision_volumes: self.volume_claims == "provision",
+            metrics_addr,
+            election,
+            rate_limit: stackpath_client::RateLimit {
+                per_second: self.stackpath_qps,
+                burst: self.stackpath_burst.max(1),
+            },
+            policy_reload: Duration::from_secs(10),
+            config_volumes: config_volumes.unwrap_or_default(),
+        })
+    }
+}
+
+impl RunArgs {
+    /// Each city's node and kubelet API: the node name from the --nodename template, the
+    /// kubelet port counting up from KUBELET_PORT, a serving certificate per node.
+    fn cities(
+        &self,
+        stackpath: &StackPathSettings,
+        internal_ip: &str,
+        node_ip: Option<std::net::IpAddr>,
+    ) -> Result<Vec<CityNode>, String> {
+        let mut problems = Vec::new();
+        let mut cities: Vec<CityNode> = Vec::new();
+        for (i, city) in stackpath.city_codes.iter().enumerate() {
+            let name = config::node_name(self.nodename.as_deref(), city);
+            if let Err(e) = config::check_node_name(&name) {
+                problems.push(format!("city {city}: {e}"));
+            }
+            if cities.iter().any(|c| c.node.name == name) {
+                problems.push(format!(
+                    "--nodename `{}` gives cities the same node name `{name}`: put {{city}} in it",
+                    self.nodename.as_deref().unwrap_or_default()
+                ));
+            }
+            let Some(port) = u16::try_from(i)
+                .ok()
+                .and_then(|i| self.kubelet_port.checked_add(i))
+            else {
+                problems.push(format!(
+                    "KUBELET_PORT {} leaves no port for city {city} (one port per city, counting up)",
+                    self.kubelet_port
+                ));
+                continue;
+            };
+            cities.push(self.city(stackpath, city, name, port, internal_ip, node_ip));
+        }
+        if problems.is_empty() {
+            Ok(cities)
+        } else {
+            Err(format!(
+                "the daemon cannot start; fix these settings:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        }
+    }
+
+    fn city(
+        &self,
+        stackpath: &StackPathSettings,
+        city: &str,
+        name: String,
+        port: u16,
+        internal_ip: &str,
+        node_ip: Option<std::net::IpAddr>,
+    ) -> CityNode {
+        let node = NodeSettings {
+            name: name.clone(),
+            city_code: city.to_owned(),
+            // Read from StackPath's location at start.
+            region: None,
+            internal_ip: internal_ip.to_owned(),
+            kubelet_port: port,
+            cpu: self.node_cpu.clone(),
+            memory: self.node_memory.clone(),
+            pods: self.node_pods.clone(),
+            storage: self.node_storage.clone(),
+            taint: (!self.disable_taint).then(|| NodeSettings::default_taint(&self.taint_effect)),
+            kubelet_version: format!("v{}", vk_stackpath::VERSION),
+            extra_labels: self.node_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        };
         let host_key = if self.insecure_console_host_key {
             vk_kubelet::HostKeyPolicy::InsecureAcceptAny
         } else if !self.console_host_keys.is_empty() {
@@ -402,7 +518,7 @@ impl RunArgs {
                 self.kubelet_address
                     .or(node_ip)
                     .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-                self.kubelet_port,
+                port,
             ),
             node_name: name.clone(),
             tls,
@@ -431,38 +547,7 @@ impl RunArgs {
                 ..vk_kubelet::Limits::default()
             },
         };
-        let mut limits = self.policy.limits();
-        limits.max_concurrent = self.policy_concurrency;
-        Ok(DaemonConfig {
-            stackpath,
-            node,
-            policy_path: self.policy.policy.clone(),
-            limits,
-            workers: self.pod_sync_workers,
-            timing: Timing {
-                fast: self.status_fast_interval,
-                settled: self.status_settled_interval,
-                orphan_grace: self.orphan_grace,
-                sweep_interval: self
-                    .orphan_grace
-                    .clamp(Duration::from_secs(5), Duration::from_secs(60)),
-                completion: self.status_completion_interval,
-            },
-            daemonset_pods: match self.daemonset_pods.as_str() {
-                "run" => DaemonSetPods::Run,
-                _ => DaemonSetPods::Skip,
-            },
-            provision_volumes: self.volume_claims == "provision",
-            metrics_addr,
-            election,
-            rate_limit: stackpath_client::RateLimit {
-                per_second: self.stackpath_qps,
-                burst: self.stackpath_burst.max(1),
-            },
-            policy_reload: Duration::from_secs(10),
-            kubelet,
-            config_volumes: config_volumes.unwrap_or_default(),
-        })
+        CityNode { node, kubelet }
     }
 }
 

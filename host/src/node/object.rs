@@ -20,6 +20,9 @@ pub struct NodeSettings {
     pub name: String,
     /// Upper case city code; the zone label.
     pub city_code: String,
+    /// The StackPath region of the city (its location's `regionCode`, e.g. `NA`); the region
+    /// label, when StackPath names one.
+    pub region: Option<String>,
     pub internal_ip: String,
     pub kubelet_port: u16,
     pub cpu: String,
@@ -60,6 +63,9 @@ impl NodeSettings {
                 "true".to_owned(),
             ),
         ]);
+        if let Some(region) = &self.region {
+            l.insert("topology.kubernetes.io/region".to_owned(), region.clone());
+        }
         l.extend(self.extra_labels.clone());
         l
     }
@@ -212,6 +218,7 @@ mod tests {
         NodeSettings {
             name: "stackpath-edge-provider-dfw".into(),
             city_code: "DFW".into(),
+            region: Some("NA".into()),
             internal_ip: "127.0.0.1".into(),
             kubelet_port: 10250,
             cpu: "10000".into(),
@@ -230,6 +237,7 @@ mod tests {
         let labels = n.metadata.labels.unwrap();
         assert_eq!(labels["type"], "virtual-kubelet");
         assert_eq!(labels["topology.kubernetes.io/zone"], "DFW");
+        assert_eq!(labels["topology.kubernetes.io/region"], "NA");
         let taint = &n.spec.unwrap().taints.unwrap()[0];
         assert_eq!(
             (taint.key.as_str(), taint.effect.as_str()),

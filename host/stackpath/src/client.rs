@@ -38,6 +38,8 @@ const MAX_CURSOR_BYTES: usize = 4096;
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Whose calls these are, for fairness in the shared rate limit ([`Client::for_lane`]).
+    lane: Arc<str>,
 }
 
 impl std::fmt::Debug for Client {
@@ -67,7 +69,18 @@ impl Client {
                 stack_id: config.stack_id,
                 log_idle_timeout: config.log_idle_timeout,
             }),
+            lane: Arc::from(""),
         })
+    }
+
+    /// A clone whose calls wait in their own lane of the shared rate limit: once the budget
+    /// is spent, lanes take turns, so a burst in one (a city) does not hold up another's
+    /// calls. Token, connections and budget stay shared.
+    pub fn for_lane(&self, lane: &str) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            lane: Arc::from(lane),
+        }
     }
 
     /// Whether the client-side rate limit is exhausted, i.e. a call made now would wait.
@@ -175,7 +188,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let err = match transport.json::<WorkloadResponse>(&call).await {
+            let err = match transport.json::<WorkloadResponse>(&call, &self.lane).await {
                 Ok(resp) => return unwrap_workload(op, resp),
                 Err(err) => err,
             };
@@ -219,7 +232,7 @@ impl Client {
             idempotent: true,
             gone_is_done: false,
         };
-        let resp: WorkloadResponse = self.inner.transport.json(&call).await?;
+        let resp: WorkloadResponse = self.inner.transport.json(&call, &self.lane).await?;
         unwrap_workload(op, resp)
     }
 
@@ -235,7 +248,11 @@ impl Client {
             idempotent: true,
             gone_is_done: true,
         };
-        self.inner.transport.execute(&call, false).await.map(|_| ())
+        self.inner
+            .transport
+            .execute(&call, false, &self.lane)
+            .await
+            .map(|_| ())
     }
 
     // ----- instances -----
@@ -291,7 +308,11 @@ impl Client {
             idempotent: false,
             gone_is_done: false,
         };
-        self.inner.transport.execute(&call, false).await.map(|_| ())
+        self.inner
+            .transport
+            .execute(&call, false, &self.lane)
+            .await
+            .map(|_| ())
     }
 
     /// An instance's logs as a byte stream. The call itself is bounded by the request
@@ -311,7 +332,12 @@ impl Client {
                 &options.to_query(),
             ),
         );
-        match self.inner.transport.execute(&call, true).await? {
+        match self
+            .inner
+            .transport
+            .execute(&call, true, &self.lane)
+            .await?
+        {
             Answer::Stream(resp) => Ok(LogStream::new(op, resp, self.inner.log_idle_timeout)),
             Answer::Full(bytes) => {
                 // Not reached (streaming was asked for); kept total rather than panicking.
@@ -366,7 +392,10 @@ impl Client {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, op: Operation, url: Url) -> Result<T> {
-        self.inner.transport.json(&Call::get(op, url)).await
+        self.inner
+            .transport
+            .json(&Call::get(op, url), &self.lane)
+            .await
     }
 
     /// Walks every page of a list. Stops with an error if the server repeats a cursor, sends

@@ -129,7 +129,7 @@ pub(crate) struct Transport {
     client_secret: Secret,
     scope: Option<String>,
     tokens: TokenCache,
-    limiter: Option<TokenBucket>,
+    limiter: Option<Arc<TokenBucket>>,
     pub(crate) retry: RetryPolicy,
     request_timeout: Duration,
     max_response_bytes: usize,
@@ -186,7 +186,9 @@ impl Transport {
             client_secret: config.client_secret.clone(),
             scope: config.scope.clone(),
             tokens: TokenCache::default(),
-            limiter: config.rate_limit.map(TokenBucket::new),
+            limiter: config
+                .rate_limit
+                .map(|limit| Arc::new(TokenBucket::new(limit))),
             retry: config.retry,
             request_timeout: config.request_timeout,
             max_response_bytes: config.max_response_bytes,
@@ -197,12 +199,12 @@ impl Transport {
 
     /// Whether the client-side rate limit is exhausted.
     pub(crate) fn is_rate_limited(&self) -> bool {
-        self.limiter.as_ref().is_some_and(TokenBucket::is_exhausted)
+        self.limiter.as_ref().is_some_and(|l| l.is_exhausted())
     }
 
-    /// Sends `call` and decodes its JSON answer.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T> {
-        let answer = self.execute(call, false).await?;
+    /// Sends `call` for `lane` (see [`TokenBucket`]) and decodes its JSON answer.
+    pub(crate) async fn json<T: DeserializeOwned>(&self, call: &Call, lane: &str) -> Result<T> {
+        let answer = self.execute(call, false, lane).await?;
         let Answer::Full(bytes) = answer else {
             return Err(Error::Decode {
                 op: call.op,
@@ -264,7 +266,8 @@ impl Transport {
             idempotent: true,
             gone_is_done: false,
         };
-        let resp: TokenResponse = match self.json(&call).await {
+        // The token serves every lane: it goes in a lane of its own.
+        let resp: TokenResponse = match self.json(&call, "").await {
             Ok(r) => r,
             Err(
                 Error::Unauthorized { message, .. }
@@ -286,13 +289,13 @@ impl Transport {
     }
 
     /// Sends a call, retrying what is safe to retry, refreshing the token once on a 401.
-    pub(crate) async fn execute(&self, call: &Call, streaming: bool) -> Result<Answer> {
+    pub(crate) async fn execute(&self, call: &Call, streaming: bool, lane: &str) -> Result<Answer> {
         let mut attempt: u32 = 0;
         let mut reauthenticated = false;
         loop {
             attempt += 1;
             if let Some(limiter) = &self.limiter {
-                limiter.acquire().await;
+                limiter.acquire(lane).await;
             }
             let token = if call.auth {
                 Some(self.token().await?)

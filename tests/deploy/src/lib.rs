@@ -1,5 +1,5 @@
 //! Rendering `deploy/` the way an operator does (`kubectl kustomize`), for the tests in
-//! `tests/`. Overlays need files that are never committed (each city's `credentials.env`, a
+//! `tests/`. Overlays need files that are never committed (each overlay's `credentials.env`, a
 //! custom `policy.wasm`): [`Workspace`] copies `deploy/` into a temporary directory and puts
 //! stand-ins there, so the source tree is never written to.
 
@@ -51,8 +51,8 @@ pub fn kubectl() -> PathBuf {
         .unwrap_or_else(|| "kubectl".into())
 }
 
-/// Every kustomization an operator may render, relative to `deploy/`: the root, each city
-/// overlay and each example. Found on disk, so a new overlay is tested without editing a list.
+/// Every kustomization an operator may render, relative to `deploy/`: the root, each overlay
+/// (single-city and multi-city) and each example. Found on disk, so a new overlay is tested without editing a list.
 pub fn kustomizations() -> Result<Vec<String>> {
     let root = deploy_dir();
     let mut found = vec![String::from(".")];
@@ -74,12 +74,39 @@ pub fn kustomizations() -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// The city overlays (`overlays/<city>`), by city name.
-pub fn cities() -> Result<Vec<String>> {
+/// Every overlay (`overlays/<name>`), by directory name: the single-city ones ([`cities`]) and
+/// the multi-city ones ([`multi_city_overlays`]).
+pub fn overlays() -> Result<Vec<String>> {
     Ok(kustomizations()?
         .into_iter()
         .filter_map(|k| k.strip_prefix("overlays/").map(str::to_owned))
         .collect())
+}
+
+/// The file by which a single-city overlay (`overlays/<city>`, named like its city) patches the
+/// Deployment: one city, one node.
+pub const CITY_PATCH: &str = "city.yaml";
+
+/// The file by which a multi-city overlay patches the Deployment: several cities (a
+/// comma-separated `SP_CITY_CODE`), one node per city, one daemon.
+pub const CITIES_PATCH: &str = "cities.yaml";
+
+fn overlays_with(patch: &str) -> Result<Vec<String>> {
+    let root = deploy_dir().join("overlays");
+    Ok(overlays()?
+        .into_iter()
+        .filter(|o| root.join(o).join(patch).is_file())
+        .collect())
+}
+
+/// The single-city overlays (`overlays/<city>`, with a [`CITY_PATCH`]), by city name.
+pub fn cities() -> Result<Vec<String>> {
+    overlays_with(CITY_PATCH)
+}
+
+/// The multi-city overlays (`overlays/<name>`, with a [`CITIES_PATCH`]), by directory name.
+pub fn multi_city_overlays() -> Result<Vec<String>> {
+    overlays_with(CITIES_PATCH)
 }
 
 /// A private copy of `deploy/` with stand-ins for the files an operator provides.
@@ -104,10 +131,10 @@ impl Workspace {
         })?;
         copy_tree(&deploy_dir(), &dir.path().join("deploy"))?;
         let ws = Workspace { dir };
-        // Each city's credentials.env comes from its committed example; its console host
+        // Each overlay's credentials.env comes from its committed example; its console host
         // key is a stand-in (the operator's comes from ssh-keyscan).
-        for city in cities()? {
-            let overlay = ws.deploy().join("overlays").join(&city);
+        for name in overlays()? {
+            let overlay = ws.deploy().join("overlays").join(&name);
             copy_file(
                 &overlay.join("credentials.env.example"),
                 &overlay.join("credentials.env"),

@@ -236,7 +236,9 @@ impl Env {
         Ok(Env {
             cluster,
             emulator,
-            node: format!("vk-{test}-{}", &ns[2..]).to_lowercase(),
+            // Ends in the city, so `--nodename` keeps it as is (a name without it gets
+            // `-dfw` appended, as the Go provider did).
+            node: format!("vk-{test}-{}-{}", &ns[2..], CITY).to_lowercase(),
             ns,
             admin,
             dir,
@@ -292,8 +294,23 @@ impl Env {
         node: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> Result<Daemon> {
-        self.cluster.grant_node(node).await?;
-        let (mut cmd, metrics) = self.daemon_command(node);
+        self.start_daemon_for(node, &[node.to_owned()], adjust)
+            .await
+    }
+
+    /// Starts a daemon given `--nodename nodename` (a template for several cities) that
+    /// registers `nodes`, and waits until every one is Ready.
+    pub async fn start_daemon_for(
+        &self,
+        nodename: &str,
+        nodes: &[String],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Daemon> {
+        for node in nodes {
+            self.cluster.grant_node(node).await?;
+        }
+        let node = &nodes[0];
+        let (mut cmd, metrics) = self.daemon_command(nodename);
         adjust(&mut cmd);
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let log = self.dir.join(format!("daemon-{node}-{n}.log"));
@@ -313,6 +330,7 @@ impl Env {
         };
         self.approve_serving_csrs(node);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut waiting: Vec<&String> = nodes.iter().collect();
         loop {
             if let Some(c) = daemon.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
@@ -322,13 +340,20 @@ impl Env {
                     daemon.log_text()
                 );
             }
-            if self.node_ready(node).await {
+            let mut still = Vec::new();
+            for n in waiting {
+                if !self.node_ready(n).await {
+                    still.push(n);
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
                 return Ok(daemon);
             }
             if Instant::now() > deadline {
                 daemon.kill();
                 bail!(
-                    "node {node} not Ready after 60 s; daemon log:\n{}",
+                    "node(s) {waiting:?} not Ready after 60 s; daemon log:\n{}",
                     daemon.log_text()
                 );
             }

@@ -7,6 +7,7 @@ mod faults;
 mod fixtures;
 mod leader;
 mod lifecycle;
+mod multi_city;
 mod node_lease;
 mod outage;
 mod policy_diff;

@@ -14,8 +14,13 @@ use crate::assert_no_forbidden;
 
 const T: Duration = Duration::from_secs(90);
 
-/// A workload as the Go provider created it for `ns/pod` on `node`.
+/// A workload as the Go provider created it for `ns/pod` on `node` (city DFW).
 fn go_provider_workload(ns: &str, pod: &str, node: &str) -> Workload {
+    go_provider_workload_in(ns, pod, node, CITY)
+}
+
+/// A workload as the Go provider of `city` created it for `ns/pod` on `node`.
+pub(crate) fn go_provider_workload_in(ns: &str, pod: &str, node: &str, city: &str) -> Workload {
     let slug = format!("{ns}-{pod}");
     Workload {
         name: Some(slug.clone()),
@@ -56,7 +61,7 @@ fn go_provider_workload(ns: &str, pod: &str, node: &str) -> Workload {
                         selectors: vec![MatchExpression {
                             key: Some("cityCode".into()),
                             operator: Some("in".into()),
-                            values: vec![CITY.into()],
+                            values: vec![city.into()],
                         }],
                         ..DeploymentSpec::default()
                     }),
