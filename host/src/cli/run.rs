@@ -341,14 +341,7 @@ impl RunArgs {
             );
         }
         let Some(stackpath) = stackpath.filter(|_| problems.is_empty()) else {
-            return Err(format!(
-                "the daemon cannot start; fix these settings:\n{}",
-                problems
-                    .iter()
-                    .map(|p| format!("  - {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
+            return Err(config::SettingsError(problems).to_string());
         };
         let internal_ip = match node_ip {
             Some(ip) => ip.to_string(),
@@ -376,9 +369,7 @@ impl RunArgs {
             retry_period: self.leader_elect_retry_period,
         });
         if let Some(Err(e)) = election.as_ref().map(Election::check) {
-            return Err(format!(
-                "the daemon cannot start; fix these settings:\n  - {e}"
-            ));
+            return Err(config::SettingsError(vec![e]).to_string());
         }
         let mut limits = self.policy.limits();
         limits.max_concurrent = self.policy_concurrency;
@@ -451,14 +442,7 @@ impl RunArgs {
         if problems.is_empty() {
             Ok(cities)
         } else {
-            Err(format!(
-                "the daemon cannot start; fix these settings:\n{}",
-                problems
-                    .iter()
-                    .map(|p| format!("  - {p}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ))
+            Err(config::SettingsError(problems).to_string())
         }
     }
 

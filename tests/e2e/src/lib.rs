@@ -568,6 +568,15 @@ impl Env {
     }
 }
 
+/// The `p` quantile (0 to 1) of `v`, nearest rank; NaN when `v` is empty. Sorts `v`.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
 /// A pod manifest bound to `node` (tolerating the provider taint).
 pub fn pod_yaml(name: &str, node: &str, image: &str, extra_spec: &str) -> String {
     format!(

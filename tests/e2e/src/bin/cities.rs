@@ -2,10 +2,15 @@
 //! daemon of N cities, on the same emulator settings and the same pods, in one run:
 //!
 //!   E2E_DAEMON_LOG=info cargo run -p e2e-tests --bin cities -- \
-//!       [--cities 5] [--pods-per-city 40] [--burst 300] [--qps 20] [--steady-secs 60]
+//!       [--cities 5] [--pods-per-city 40] [--burst 300] [--qps 20] [--settle-secs 90]
+//!       [--steady-secs 60]
 //!
-//! Every daemon gets the same account budget (`--stackpath-qps Q --stackpath-burst Q`). Each
-//! city gets `--pods-per-city` pods and the first city `--burst` more, all created at once.
+//! The account's budget is Q calls per second. Three setups: N single-city daemons each given
+//! the whole budget (`--stackpath-qps Q --stackpath-burst Q`, as an operator copying one
+//! overlay per city would: together they may ask N times the account's budget), N daemons
+//! given a share each (Q/N, which keeps the account within its budget), and one daemon of N
+//! cities given Q. Each city gets `--pods-per-city` pods and the first city `--burst` more, all
+//! created at once.
 //! Reports, per setup: StackPath calls until every pod is Running and over the steady state,
 //! the highest call rate the emulator saw in any one-second window (the account budget is Q
 //! per second plus a burst of Q), time from create to Running per city (p50/p90: the first
@@ -29,6 +34,7 @@ struct Args {
     pods_per_city: usize,
     burst: usize,
     qps: u32,
+    settle_secs: u64,
     steady_secs: u64,
 }
 
@@ -38,6 +44,7 @@ fn args() -> anyhow::Result<Args> {
         pods_per_city: 40,
         burst: 300,
         qps: 20,
+        settle_secs: 90,
         steady_secs: 60,
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +55,7 @@ fn args() -> anyhow::Result<Args> {
             "--pods-per-city" => a.pods_per_city = value()?.parse()?,
             "--burst" => a.burst = value()?.parse()?,
             "--qps" => a.qps = value()?.parse()?,
+            "--settle-secs" => a.settle_secs = value()?.parse()?,
             "--steady-secs" => a.steady_secs = value()?.parse()?,
             other => bail!(
                 "unknown argument {other}; see the usage at the top of tests/e2e/src/bin/cities.rs"
@@ -72,14 +80,6 @@ struct Figures {
     tokens: u64,
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn route_calls(env: &Env, part: &str) -> u64 {
     env.emulator.stats()["routes"]
         .as_object()
@@ -96,8 +96,9 @@ fn total_calls(env: &Env) -> u64 {
     env.emulator.stats()["total"].as_u64().unwrap_or(0)
 }
 
-/// Runs the pods on one daemon of every city (`one`) or on a daemon per city.
-async fn measure(a: &Args, one: bool) -> anyhow::Result<Figures> {
+/// Runs the pods on one daemon of every city (`one`) or on a daemon per city, each daemon
+/// given `qps` calls per second (and as much burst).
+async fn measure(a: &Args, one: bool, qps: f64) -> anyhow::Result<Figures> {
     let cities: Vec<&str> = CITIES[..a.cities].to_vec();
     let mut config = e2e::emulator_config();
     config.city_codes = cities.iter().map(|c| c.to_string()).collect();
@@ -107,12 +108,15 @@ async fn measure(a: &Args, one: bool) -> anyhow::Result<Figures> {
         .iter()
         .map(|c| format!("{prefix}-{}", c.to_lowercase()))
         .collect();
+    let burst = (qps.round() as u32).max(1);
     let budget = [
         "--stackpath-qps".to_string(),
-        a.qps.to_string(),
+        qps.to_string(),
         "--stackpath-burst".into(),
-        a.qps.to_string(),
+        burst.to_string(),
     ];
+    // Every daemon's token, from its start on.
+    let tokens_before = route_calls(&env, "oauth2/token");
     let mut daemons: Vec<Daemon> = Vec::new();
     if one {
         let list = cities.join(",");
@@ -158,7 +162,6 @@ async fn measure(a: &Args, one: bool) -> anyhow::Result<Figures> {
     // the steady state, for the highest one-second rate.
     let mut samples: Vec<(Instant, u64)> = Vec::new();
     let calls_before = total_calls(&env);
-    let tokens_before = route_calls(&env, "oauth2/token");
     let mut want: Vec<(String, usize)> = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let n = a.pods_per_city + if i == 0 { a.burst } else { 0 };
@@ -233,14 +236,15 @@ async fn measure(a: &Args, one: bool) -> anyhow::Result<Figures> {
         .map(|(c, mut v)| {
             (
                 cities[c].to_string(),
-                percentile(&mut v, 0.5),
-                percentile(&mut v, 0.9),
+                e2e::percentile(&mut v, 0.5),
+                e2e::percentile(&mut v, 0.9),
             )
         })
         .collect();
     let rss_mb = daemons.iter().map(|d| e2e::rss_mb(d.pid())).sum();
 
-    // Steady state: settled pods polled at the settled interval.
+    // Steady state: settled pods polled at the settled interval, once polling has backed off.
+    tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
     let cpu_before: f64 = daemons.iter().map(Daemon::cpu_seconds).sum();
     let steady_before = total_calls(&env);
     let steady = Instant::now();
@@ -290,8 +294,8 @@ fn print(what: &str, a: &Args, f: &Figures) {
         f.converge, f.calls_converge, f.calls_steady, a.steady_secs, f.tokens
     );
     println!(
-        "  highest calls in any 1 s: {} (account budget {} per second, burst {})",
-        f.peak_per_second, a.qps, a.qps
+        "  highest calls in any 1 s: {} (the account's budget: {} per second)",
+        f.peak_per_second, a.qps
     );
     for (city, p50, p90) in &f.lag {
         println!("  {city}: create -> Running p50 {p50:.1} s, p90 {p90:.1} s");
@@ -309,24 +313,49 @@ async fn main() -> anyhow::Result<()> {
         "{} cities, {} pods each plus {} in {}, budget --stackpath-qps {} per daemon",
         a.cities, a.pods_per_city, a.burst, CITIES[0], a.qps
     );
-    let each = measure(&a, false).await?;
+    let n = a.cities as f64;
+    let each = measure(&a, false, f64::from(a.qps)).await?;
     print(
-        &format!("baseline: {} single-city daemons", a.cities),
+        &format!(
+            "baseline: {} single-city daemons, each --stackpath-qps {}",
+            a.cities, a.qps
+        ),
         &a,
         &each,
     );
-    let one = measure(&a, true).await?;
-    print(&format!("one daemon of {} cities", a.cities), &a, &one);
-    println!(
-        "ratios one/baseline: RSS {:.2}, steady CPU {:.2}, calls until Running {:.2}, steady \
-         calls {:.2}, peak calls per second {:.2}, token requests {}/{}",
-        one.rss_mb / each.rss_mb,
-        one.cpu_s / each.cpu_s.max(0.001),
-        one.calls_converge as f64 / each.calls_converge as f64,
-        one.calls_steady as f64 / each.calls_steady.max(1) as f64,
-        one.peak_per_second as f64 / each.peak_per_second.max(1) as f64,
-        one.tokens,
-        each.tokens
+    let split = measure(&a, false, f64::from(a.qps) / n).await?;
+    print(
+        &format!(
+            "{} single-city daemons sharing the budget, each --stackpath-qps {:.1}",
+            a.cities,
+            f64::from(a.qps) / n
+        ),
+        &a,
+        &split,
     );
+    let one = measure(&a, true, f64::from(a.qps)).await?;
+    print(
+        &format!(
+            "one daemon of {} cities, --stackpath-qps {}",
+            a.cities, a.qps
+        ),
+        &a,
+        &one,
+    );
+    for (name, base) in [("baseline", &each), ("shared budget", &split)] {
+        println!(
+            "ratios one daemon / {name}: RSS {:.2}, steady CPU {:.2}, calls until Running {:.2}, \
+             steady calls {:.2}, peak calls per second {:.2}, token requests {}/{}, all Running \
+             {:.2}",
+            one.rss_mb / base.rss_mb,
+            one.cpu_s / base.cpu_s.max(0.001),
+            one.calls_converge as f64 / base.calls_converge as f64,
+            one.calls_steady as f64 / base.calls_steady.max(1) as f64,
+            one.peak_per_second as f64 / base.peak_per_second.max(1) as f64,
+            one.tokens,
+            base.tokens,
+            one.converge.as_secs_f64() / base.converge.as_secs_f64()
+        );
+    }
     Ok(())
 }

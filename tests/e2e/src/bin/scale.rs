@@ -71,14 +71,6 @@ fn routes(env: &Env) -> HashMap<String, u64> {
     serde_json::from_value(env.emulator.stats()["routes"].clone()).unwrap_or_default()
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn pod_json(i: usize, node: &str, scheduler: bool) -> anyhow::Result<Pod> {
     let placement = if scheduler {
         format!(r#""nodeSelector": {{"kubernetes.io/hostname": "{node}"}}"#)
@@ -252,9 +244,9 @@ async fn main() -> anyhow::Result<()> {
         "status lag, instance RUNNING at the emulator -> pod Running in a watch ({} pods): \
          p50 {:.2} s, p90 {:.2} s, max {:.2} s",
         lags.len(),
-        percentile(&mut lags, 0.5),
-        percentile(&mut lags, 0.9),
-        percentile(&mut lags, 1.0)
+        e2e::percentile(&mut lags, 0.5),
+        e2e::percentile(&mut lags, 0.9),
+        e2e::percentile(&mut lags, 1.0)
     );
     println!("daemon RSS when converged: {rss_converged:.0} MB");
 

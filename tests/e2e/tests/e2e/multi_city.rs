@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{Env, emulator_config, phase, pod_yaml};
+use e2e::{Env, emulator_config, percentile, phase, pod_yaml};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::ListParams;
@@ -73,11 +73,6 @@ async fn running_times(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(seen.into_values().collect())
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
