@@ -242,22 +242,23 @@ pub fn node_name(flag: Option<&str>, city_code: &str) -> String {
     }
 }
 
-/// Why `name` cannot be a node's name (it is also its `kubernetes.io/hostname` label value,
-/// so at most 63 characters of a DNS label), if it cannot.
+/// Why `name` cannot be a node's name (a DNS subdomain that is also its
+/// `kubernetes.io/hostname` label value, so at most 63 characters), if it cannot.
 pub fn check_node_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = name.len() <= 63
+        && name.split('.').all(|part| {
+            part.starts_with(alnum)
+                && part.ends_with(alnum)
+                && part.chars().all(|c| alnum(c) || c == '-')
+        });
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "node name `{name}` is not a DNS label (lower-case letters, digits and `-`, at most \
-             63 characters): change --nodename"
+            "node name `{name}` is not a DNS name of at most 63 characters (lower-case letters, \
+             digits, `-` and `.`, each part starting and ending with a letter or digit): change \
+             --nodename"
         ))
     }
 }
@@ -379,7 +380,16 @@ mod tests {
         );
         assert_eq!(node_name(Some("vk-{city}-edge"), "LAX"), "vk-lax-edge");
         assert!(check_node_name("edge-dfw").is_ok());
-        for bad in ["Edge-dfw", "-dfw", &"x".repeat(64), "a_b"] {
+        assert!(check_node_name("edge.example-dfw").is_ok());
+        for bad in [
+            "Edge-dfw",
+            "-dfw",
+            &"x".repeat(64),
+            "a_b",
+            "a..b",
+            "",
+            "a.-b",
+        ] {
             assert!(
                 check_node_name(bad).unwrap_err().contains("--nodename"),
                 "{bad}"

@@ -18,8 +18,13 @@ const T: Duration = Duration::from_secs(90);
 const BURST: usize = 300;
 const FEW: usize = 10;
 
-/// Pods of `city` (node affinity on the zone label), labelled `burst=<city>`.
-fn pinned_pods(prefix: &str, city: &str, n: usize) -> String {
+/// The label this test's daemon puts on its nodes: other tests' nodes share the control plane
+/// and carry zone DFW too.
+const DAEMON_LABEL: &str = "e2e.vk-stackpath.dev/daemon";
+
+/// Pods of `city` (node affinity on the zone label, among this test's nodes), labelled
+/// `burst=<city>`.
+fn pinned_pods(prefix: &str, city: &str, n: usize, daemon: &str) -> String {
     (0..n)
         .map(|i| {
             format!(
@@ -35,6 +40,7 @@ spec:
         nodeSelectorTerms:
           - matchExpressions:
               - {{key: topology.kubernetes.io/zone, operator: In, values: [{city}]}}
+              - {{key: {DAEMON_LABEL}, operator: In, values: [{daemon}]}}
   tolerations:
     - key: virtual-kubelet.io/provider
       operator: Exists
@@ -83,9 +89,12 @@ async fn one_daemon_serves_two_cities_fairly() -> anyhow::Result<()> {
     let prefix = env.node.trim_end_matches("-dfw").to_owned();
     let nodes = [format!("{prefix}-dfw"), format!("{prefix}-lax")];
     let template = format!("{prefix}-{{city}}");
+    let label = format!("{DAEMON_LABEL}={}", env.ns);
+    let label = label.as_str();
     let start = |adjust: fn(&mut std::process::Command)| {
         env.start_daemon_for(&template, &nodes, move |c| {
-            c.env("SP_CITY_CODE", "dfw,lax");
+            c.env("SP_CITY_CODE", "dfw,lax")
+                .args(["--node-label", label]);
             adjust(c);
         })
     };
@@ -159,9 +168,9 @@ async fn one_daemon_serves_two_cities_fairly() -> anyhow::Result<()> {
 
     // 300 pods for DFW, then 10 for LAX.
     let t0 = Instant::now();
-    env.apply(&pinned_pods("b", "DFW", BURST))?;
+    env.apply(&pinned_pods("b", "DFW", BURST, &env.ns))?;
     let t_lax = Instant::now();
-    env.apply(&pinned_pods("l", "LAX", FEW))?;
+    env.apply(&pinned_pods("l", "LAX", FEW, &env.ns))?;
     let (lax, dfw) = tokio::join!(
         running_times(&env, "LAX", FEW, t_lax),
         running_times(&env, "DFW", BURST, t0)
@@ -178,9 +187,10 @@ async fn one_daemon_serves_two_cities_fairly() -> anyhow::Result<()> {
          max {lax_max:.1} s; DFW ({BURST} pods): p50 {dfw_p50:.1} s, max {dfw_max:.1} s \
          (--stackpath-qps 20)"
     );
-    // First come first served, LAX would wait behind DFW's ~600 calls (30 s at 20/s).
+    // First come first served, LAX would wait behind DFW's ~750 calls (~38 s at 20/s); alone
+    // (this machine, nothing else running) its pods take under 4 s.
     assert!(
-        lax_max < 15.0 && lax_max < dfw_max / 2.0,
+        lax_max < 30.0 && lax_max < dfw_max / 2.0,
         "LAX waited for DFW's burst: LAX max {lax_max:.1} s, DFW max {dfw_max:.1} s"
     );
 
