@@ -375,15 +375,9 @@ async fn act(
 ) -> Result<(), DaemonError> {
     let gauged = Gauged::default();
     let gauges = tokio::spawn(gauges(gauged.clone(), metrics.clone()));
-    let several = config.cities.len() > 1;
     let cities = config.cities.iter().map(|city| {
         let term = term.clone();
-        // A daemon of one city keeps the client's own lane: nothing to be fair to.
-        let client = if several {
-            client.for_lane(&city.node.city_code)
-        } else {
-            client.clone()
-        };
+        let client = client.for_lane(&city.node.city_code);
         let gauged = gauged.clone();
         async move {
             let acted = act_city(

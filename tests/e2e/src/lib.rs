@@ -568,6 +568,40 @@ impl Env {
     }
 }
 
+/// When each pod of `pods` was first seen Running (by `now`), from a watch, as a user's
+/// `kubectl get -w` would see it; the watch runs until the handle is aborted.
+pub fn first_seen_running<T: Send + 'static>(
+    pods: Api<Pod>,
+    now: fn() -> T,
+) -> (
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, T>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let running: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, T>>> =
+        Default::default();
+    let seen = running.clone();
+    let watch = tokio::spawn(
+        watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |p| {
+                if let Ok(p) = p
+                    && phase(&p) == "Running"
+                {
+                    let name = p.metadata.name.unwrap_or_default();
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name)
+                        .or_insert_with(now);
+                }
+                futures::future::ready(())
+            }),
+    );
+    (running, watch)
+}
+
 /// The `p` quantile (0 to 1) of `v`, nearest rank; NaN when `v` is empty. Sorts `v`.
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {

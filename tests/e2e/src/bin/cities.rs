@@ -17,7 +17,6 @@
 //! city carries the burst), and the daemons' total RSS and CPU.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -25,7 +24,6 @@ use e2e::{Daemon, Env};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 
 const CITIES: [&str; 8] = ["DFW", "LAX", "JFK", "SEA", "AMS", "FRA", "SIN", "NRT"];
 
@@ -139,25 +137,7 @@ async fn measure(a: &Args, one: bool, qps: f64) -> anyhow::Result<Figures> {
         }
     }
     let pods = env.pods();
-    let running: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
-    let seen = running.clone();
-    let watch = tokio::spawn(
-        watcher(pods.clone(), watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .for_each(move |p| {
-                if let Ok(p) = p
-                    && e2e::phase(&p) == "Running"
-                {
-                    let name = p.metadata.name.unwrap_or_default();
-                    seen.lock()
-                        .unwrap()
-                        .entry(name)
-                        .or_insert_with(Instant::now);
-                }
-                futures::future::ready(())
-            }),
-    );
+    let (running, watch) = e2e::first_seen_running(pods.clone(), Instant::now);
     // The emulator's call counter, sampled while pods are created and converge and through
     // the steady state, for the highest one-second rate.
     let mut samples: Vec<(Instant, u64)> = Vec::new();

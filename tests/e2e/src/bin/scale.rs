@@ -16,7 +16,7 @@
 //! - daemon RSS and CPU.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -24,7 +24,6 @@ use e2e::Env;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
-use kube::runtime::{WatchStreamExt, watcher};
 use stackpath_emulator::Faults;
 
 struct Args {
@@ -116,25 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let pods = env.pods();
 
     // When each pod was first seen Running, from a watch (as a user's `kubectl get -w` would).
-    let running: Arc<Mutex<HashMap<String, SystemTime>>> = Default::default();
-    let seen = running.clone();
-    let watch = tokio::spawn(
-        watcher(pods.clone(), watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .for_each(move |p| {
-                if let Ok(p) = p
-                    && e2e::phase(&p) == "Running"
-                {
-                    let name = p.metadata.name.unwrap_or_default();
-                    seen.lock()
-                        .unwrap()
-                        .entry(name)
-                        .or_insert_with(SystemTime::now);
-                }
-                futures::future::ready(())
-            }),
-    );
+    let (running, watch) = e2e::first_seen_running(pods.clone(), SystemTime::now);
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
